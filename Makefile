@@ -1,0 +1,51 @@
+# prevad_rx -- the two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check goldens fixtures models-check clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $$(scripts/find_python.sh) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## Detect speech in the audio file shipped in examples/ and print the segments.
+demo: $(STAMP)
+	$(VENV)/bin/prevad-rx detect examples/audio/conversation.wav
+
+## Lint, type-check and run the whole test suite.
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check prevad_rx tests examples scripts
+	$(VENV)/bin/ruff format --check prevad_rx tests examples scripts
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## Regenerate tests/golden with upstream silero-vad (needs torch: own venv, Python 3.11).
+.venv-golden/.installed:
+	python3.11 -m venv .venv-golden
+	.venv-golden/bin/pip install --quiet torch==2.13.0 numpy onnxruntime packaging soundfile
+	.venv-golden/bin/pip install --quiet --no-deps silero-vad==6.2.3
+	@touch $@
+
+goldens: .venv-golden/.installed
+	.venv-golden/bin/python scripts/make_goldens.py
+
+## Re-synthesise the speech fixtures (needs espeak-ng); regenerate goldens afterwards.
+fixtures: $(STAMP)
+	$(PY) scripts/make_fixtures.py
+
+## Check that the shipped model files are what the silero-vad wheel derives.
+models-check: $(STAMP)
+	$(PY) scripts/derive_models.py --check
+
+clean:
+	rm -rf $(VENV) .venv-golden .pytest_cache .mypy_cache .ruff_cache

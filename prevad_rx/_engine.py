@@ -1,0 +1,364 @@
+"""VADEngine: many streams through one operator chain on one worker pool, with an asyncio API.
+
+::
+
+    push() ─▶ Subject ─▶ [audio_operators] ─▶ window_slices ─▶ parallel_map_on_pool
+      (loop thread)                                             │ (worker threads)
+                                                                ▼
+                                                         reorder_by_seq ─┬─▶ merge_segments ─▶ emit_events
+                                                                         │     ─▶ [event_operators] ─▶ events
+                                                                         └─▶ progress (flush, close, credits)
+
+Everything before the pool runs on the event loop inside ``push()``; results
+come back from the workers through ``loop.call_soon_threadsafe``, so stream
+objects, subscribers and iterators are only ever touched on the loop. For each
+result, events are scheduled before the progress update, so when ``flush()``
+returns the events it waited for have been delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from reactivex import Observable
+from reactivex import operators as ops
+from reactivex.abc import DisposableBase
+from reactivex.subject import Subject
+
+from prevad_rx._audio import validate_sample_rate
+from prevad_rx._config import VADConfig
+from prevad_rx._errors import ClosedError, ConfigError, DuplicateStreamError, StreamFailedError
+from prevad_rx._pool import PoolStatistics, WorkerPool
+from prevad_rx._stream import StreamStatistics, VADStream
+from prevad_rx._types import AudioChunk, AudioSlice, FrameProbabilities, SpeechEvent, StreamFailure
+from prevad_rx.operators import (
+    DEFAULT_FRAMES_PER_SLICE,
+    emit_events,
+    merge_segments,
+    parallel_map_on_pool,
+    reorder_by_seq,
+    window_slices,
+)
+
+__all__ = ["EngineStatistics", "VADEngine"]
+
+log = logging.getLogger("prevad_rx.engine")
+
+AnyOperator = Callable[[Observable[Any]], Observable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    """A snapshot of the engine: its pool and every open stream."""
+
+    open_streams: int
+    streams_opened: int
+    pool: PoolStatistics
+    streams: tuple[StreamStatistics, ...]
+
+
+class VADEngine:
+    """Streaming VAD over many concurrent streams, exact to silero-vad.
+
+    Args:
+        backend: backend name (``"onnx"``, or any registered backend).
+        num_workers: worker threads, each with its own model instance
+            (default: CPU count). Ignored when ``pool`` is given.
+        config: default :class:`VADConfig` for streams.
+        backend_options: keyword arguments for the backend.
+        pool: share an already started :class:`WorkerPool` (the engine then
+            does not close it).
+        frames_per_slice: most frames per slice (see ``window_slices``).
+        max_pending_slices: per stream, slices in flight before ``push()`` waits.
+        max_buffered_events: per ``events()`` iterator, unread events before
+            ``push()`` waits.
+        audio_operators: operators applied to the ``AudioChunk`` stream before
+            slicing (must be synchronous, e.g. ``ops.map``).
+        event_operators: operators applied to the ``SpeechEvent`` stream.
+
+    Use ``async with VADEngine(...) as engine`` (or ``await engine.start()`` /
+    ``await engine.close()``), then :meth:`open_stream`.
+    """
+
+    def __init__(
+        self,
+        backend: str = "onnx",
+        num_workers: int | None = None,
+        config: VADConfig | None = None,
+        *,
+        backend_options: Mapping[str, Any] | None = None,
+        pool: WorkerPool | None = None,
+        frames_per_slice: int = DEFAULT_FRAMES_PER_SLICE,
+        max_pending_slices: int = 16,
+        max_buffered_events: int = 1024,
+        audio_operators: Sequence[AnyOperator] = (),
+        event_operators: Sequence[AnyOperator] = (),
+    ) -> None:
+        if config is not None and not isinstance(config, VADConfig):
+            raise ConfigError(f"config must be a VADConfig, got {config!r}")
+        for name, value in (
+            ("max_pending_slices", max_pending_slices),
+            ("max_buffered_events", max_buffered_events),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        self.config = config or VADConfig()
+        self._owns_pool = pool is None
+        self._pool = pool or WorkerPool(backend, num_workers, backend_options=backend_options)
+        self._slicer = window_slices(frames_per_slice)  # validates frames_per_slice now
+        self._max_pending = max_pending_slices
+        self._max_buffered = max_buffered_events
+        self._audio_operators = tuple(audio_operators)
+        self._event_operators = tuple(event_operators)
+        self._streams: dict[str, VADStream] = {}
+        self._settings: dict[str, VADStream] = {}  # read by merge_segments on worker threads
+        self._opened = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subject: Subject[AudioChunk] | None = None
+        self._subscriptions: list[DisposableBase] = []
+        self._state = "new"
+        self._broken: BaseException | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> VADEngine:
+        """Start the pool (if owned) and build the operator chain."""
+        if self._state == "running":
+            return self
+        if self._state != "new":
+            raise ClosedError("engine is closed")
+        self._loop = asyncio.get_running_loop()
+        if self._owns_pool:
+            await self._loop.run_in_executor(None, self._pool.start)
+        elif not self._pool.started:
+            raise ClosedError("the shared WorkerPool is not started")
+        self._build_chain()
+        self._state = "running"
+        return self
+
+    def _build_chain(self) -> None:
+        subject: Subject[AudioChunk] = Subject()
+        slices = subject.pipe(
+            *self._audio_operators,
+            self._slicer,
+            ops.do_action(self._slice_submitted),
+        )
+        results = slices.pipe(
+            parallel_map_on_pool(self._pool),
+            reorder_by_seq(),
+            ops.share(),
+        )
+        events = results.pipe(
+            merge_segments(self._config_for, keep_audio=self._keep_audio_for),
+            emit_events(),
+            *self._event_operators,
+        )
+        # Subscription order matters: per result, events are scheduled on the
+        # loop before the progress update that releases flush()/close().
+        self._subscriptions.append(
+            events.subscribe(self._event_from_worker, self._chain_failed_from_worker)
+        )
+        self._subscriptions.append(
+            results.subscribe(self._result_from_worker, self._chain_failed_from_worker)
+        )
+        self._subject = subject
+
+    async def close(self) -> None:
+        """Close every open stream (waiting for its last events), then stop the pool."""
+        if self._state in ("closing", "closed"):
+            return
+        if self._state == "new":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        streams = list(self._streams.values())
+        results = await asyncio.gather(*(s.close() for s in streams), return_exceptions=True)
+        for stream, result in zip(streams, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, StreamFailedError):
+                log.error("closing stream %r failed", stream.stream_id, exc_info=result)
+        if self._subject is not None:
+            self._subject.on_completed()
+        for subscription in self._subscriptions:
+            subscription.dispose()
+        self._subscriptions.clear()
+        if self._owns_pool:
+            assert self._loop is not None
+            await self._loop.run_in_executor(None, self._pool.close)
+        self._state = "closed"
+
+    aclose = close
+
+    async def __aenter__(self) -> VADEngine:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def pool(self) -> WorkerPool:
+        return self._pool
+
+    @property
+    def streams(self) -> Mapping[str, VADStream]:
+        """Open streams by id (a read-only view)."""
+        return dict(self._streams)
+
+    # ------------------------------------------------------------------ streams
+
+    def open_stream(
+        self,
+        stream_id: str | None = None,
+        *,
+        sample_rate: int = 16000,
+        config: VADConfig | None = None,
+        keep_probabilities: bool = False,
+        keep_audio: bool = False,
+    ) -> VADStream:
+        """Open a stream; ``stream_id`` defaults to a fresh UUID.
+
+        Args:
+            sample_rate: rate of the audio you will push (8/16 kHz run natively,
+                others are resampled to 16 kHz).
+            config: this stream's :class:`VADConfig` (default: the engine's).
+            keep_probabilities: keep every frame's probability for the result.
+            keep_audio: attach each segment's samples to its end event.
+        """
+        if self._state != "running":
+            raise ClosedError(
+                "engine is not running; use 'async with VADEngine(...)' or await start()"
+            )
+        if self._broken is not None:
+            raise ClosedError(f"engine stopped after an internal error: {self._broken}")
+        if stream_id is None:
+            stream_id = uuid.uuid4().hex
+        if not isinstance(stream_id, str):
+            raise TypeError(f"stream_id must be a str, got {type(stream_id).__name__}")
+        if stream_id in self._streams:
+            raise DuplicateStreamError(f"stream {stream_id!r} is already open", stream_id)
+        rate = validate_sample_rate(sample_rate)
+        if config is not None and not isinstance(config, VADConfig):
+            raise ConfigError(f"config must be a VADConfig, got {config!r}")
+        stream = VADStream(
+            self,
+            stream_id,
+            rate,
+            config or self.config,
+            keep_probabilities=keep_probabilities,
+            keep_audio=keep_audio,
+            max_pending_slices=self._max_pending,
+            max_buffered_events=self._max_buffered,
+        )
+        self._streams[stream_id] = stream
+        self._settings[stream_id] = stream
+        self._opened += 1
+        return stream
+
+    def statistics(self) -> EngineStatistics:
+        return EngineStatistics(
+            open_streams=len(self._streams),
+            streams_opened=self._opened,
+            pool=self._pool.statistics(),
+            streams=tuple(s._statistics() for s in self._streams.values()),
+        )
+
+    # ---------------------------------------------- called by VADStream (loop)
+
+    def _send(self, chunk: AudioChunk) -> None:
+        if self._broken is not None:
+            raise ClosedError(f"engine stopped after an internal error: {self._broken}")
+        assert self._subject is not None
+        self._subject.on_next(chunk)
+
+    def _forget(self, stream: VADStream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+
+    # ----------------------------------------- chain callbacks (various threads)
+
+    def _config_for(self, stream_id: str) -> VADConfig:
+        stream = self._settings.get(stream_id)
+        return stream.config if stream is not None else self.config
+
+    def _keep_audio_for(self, stream_id: str) -> bool:
+        stream = self._settings.get(stream_id)
+        return stream.keep_audio if stream is not None else False
+
+    def _slice_submitted(self, item: AudioSlice | StreamFailure) -> None:
+        # Runs synchronously inside push(), on the loop. Failures travel on to
+        # the result subscription, which reports them in order.
+        stream = self._streams.get(item.stream_id)
+        if stream is not None and isinstance(item, AudioSlice):
+            stream._on_slice(item)
+
+    def _event_from_worker(self, event: SpeechEvent) -> None:
+        self._call_on_loop(self._event_on_loop, event)
+
+    def _result_from_worker(self, item: FrameProbabilities | StreamFailure) -> None:
+        if isinstance(item, StreamFailure):
+            self._call_on_loop(self._failure_on_loop, item)
+        else:
+            self._call_on_loop(self._frames_on_loop, item)
+
+    def _chain_failed_from_worker(self, error: Exception) -> None:
+        self._call_on_loop(self._chain_failed_on_loop, error)
+
+    def _call_on_loop(self, callback: Callable[[Any], None], arg: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(callback, arg)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    # --------------------------------------------------------------- on the loop
+
+    def _event_on_loop(self, event: SpeechEvent) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream._on_event(event)
+
+    def _frames_on_loop(self, item: FrameProbabilities) -> None:
+        stream = self._streams.get(item.stream_id)
+        if stream is not None:
+            if item.is_last:
+                self._settings.pop(item.stream_id, None)
+            stream._on_frames(item)
+
+    def _failure_on_loop(self, failure: StreamFailure) -> None:
+        stream = self._streams.get(failure.stream_id)
+        if stream is not None:
+            self._settings.pop(failure.stream_id, None)
+            stream._fail(failure.error)
+            self._end_failed(stream)
+
+    def _end_failed(self, stream: VADStream) -> None:
+        """Send a failed stream's end through the chain, so every operator forgets it
+        and its id can be opened again."""
+        if not stream._end_sent and self._broken is None and self._subject is not None:
+            stream._end_sent = True
+            self._subject.on_next(stream._end_chunk())
+
+    def _chain_failed_on_loop(self, error: Exception) -> None:
+        if self._broken is not None:
+            return
+        self._broken = error
+        log.error("operator chain failed; failing all streams", exc_info=error)
+        for stream in list(self._streams.values()):
+            failure = StreamFailedError(
+                f"stream {stream.stream_id!r}: the operator chain failed: {error}",
+                stream.stream_id,
+            )
+            failure.__cause__ = error
+            stream._fail(failure)

@@ -1,0 +1,500 @@
+"""The model stage: runs slices of many streams on a WorkerPool, exactly.
+
+For each stream (a *lane*):
+
+* **encode** (stateless, where the backend splits the model): every queued
+  slice of every stream may be encoded on any worker, in any order, so the
+  slices of one chunk are encoded in parallel; several slices (of any
+  streams) share one encoder call;
+* **decode** (recurrent): runs over a lane's slices strictly in ``seq`` order,
+  one run at a time per lane, carrying the lane's state; consecutive encoded
+  slices of a lane share a call, and lanes that are ready at the same time
+  share one batched call;
+* **emit**: a lane's results are emitted in ``seq`` order while the lane is
+  still held, under one emission lock, so downstream sees a serialized,
+  per-stream ordered sequence.
+
+A backend error fails only the streams whose work failed: a batched call that
+raises is retried item by item to find them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from prevad_rx._errors import ClosedError, StreamFailedError
+from prevad_rx._pool import NORMAL, URGENT, WorkerPool
+from prevad_rx._types import AudioSlice, FrameProbabilities, StreamFailure
+from prevad_rx.backends import Backend, DecodeRequest, ModelRequest, ModelResult
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["ModelStage", "StageStatistics"]
+
+log = logging.getLogger("prevad_rx.stage")
+
+Emit = Callable[[FrameProbabilities | StreamFailure], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StageStatistics:
+    """A snapshot of the model stage: queues, in-flight work and counters."""
+
+    streams: int
+    queued_encode_slices: int
+    encoded_waiting_slices: int
+    decoding_streams: int
+    in_flight_slices: int
+    frames_processed: int
+    encode_calls: int
+    decode_calls: int
+    decoded_streams: int
+    failed_streams: int
+
+    @property
+    def mean_streams_per_decode(self) -> float:
+        return self.decoded_streams / self.decode_calls if self.decode_calls else 0.0
+
+
+@dataclass(slots=True)
+class _Work:
+    slice: AudioSlice
+    features: NDArray[np.float32] | None = None
+
+
+@dataclass(slots=True)
+class _Lane:
+    stream_id: str
+    sample_rate: int
+    encodable: bool
+    state: NDArray[np.float32]
+    next_seq: int = 0
+    ready: dict[int, _Work] = field(default_factory=dict)
+    queued: int = 0  # slices submitted and not yet emitted or dropped
+    busy: bool = False
+    in_ready_queue: bool = False
+    saw_last: bool = False  # upstream sends nothing more for this stream
+    error: StreamFailedError | None = None
+
+    def is_ready(self) -> bool:
+        return not self.busy and self.error is None and self.next_seq in self.ready
+
+
+class ModelStage:
+    """Schedules the model work of many streams on a pool and emits ordered results.
+
+    ``emit`` is called with items in per-stream order, never concurrently.
+    ``on_complete`` is called, under the same serialization, once the stage has
+    no work left after :meth:`complete`. ``on_release(n)`` reports ``n``
+    submitted slices leaving the stage (emitted or dropped with their stream).
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        emit: Emit,
+        *,
+        max_batch_frames: int = 512,
+        on_complete: Callable[[], None] | None = None,
+        on_release: Callable[[int], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._emit = emit
+        self._on_complete = on_complete
+        self._on_release = on_release
+        self._max_batch_frames = max_batch_frames
+        self._lock = threading.Lock()
+        self._emit_lock = threading.RLock()
+        self._lanes: dict[str, _Lane] = {}
+        self._tombstones: set[str] = set()  # failed streams whose remaining slices are dropped
+        self._encode_queue: deque[AudioSlice] = deque()
+        self._encode_queued_frames = 0
+        self._ready_lanes: deque[_Lane] = deque()
+        self._in_flight = 0
+        self._completing = False
+        self._terminated = False
+        backend = pool.probe()
+        self._initial_state = backend.initial_state()
+        self._encodable = {rate: backend.can_encode(rate) for rate in backend.sample_rates}
+        self._frames = 0
+        self._encode_calls = 0
+        self._decode_calls = 0
+        self._decoded_streams = 0
+        self._failed = 0
+
+    # ---------------------------------------------------------------- inputs
+
+    def submit(self, item: AudioSlice) -> None:
+        """Queue one slice; slices of a stream must arrive in ``seq`` order."""
+        schedule_encode = schedule_decode = False
+        with self._lock:
+            if self._terminated:
+                return
+            sid = item.stream_id
+            if sid in self._tombstones:
+                if item.is_last:
+                    self._tombstones.discard(sid)
+                return
+            lane = self._lanes.get(sid)
+            if lane is None:
+                lane = _Lane(
+                    sid,
+                    item.sample_rate,
+                    self._encodable.get(item.sample_rate, False),
+                    self._initial_state.copy(),
+                )
+                self._lanes[sid] = lane
+            lane.queued += 1
+            lane.saw_last = item.is_last
+            self._in_flight += 1
+            if lane.encodable and item.num_frames:
+                self._encode_queue.append(item)
+                self._encode_queued_frames += item.num_frames
+                schedule_encode = True
+            else:
+                features = np.zeros((0, 0), np.float32) if lane.encodable else None
+                lane.ready[item.seq] = _Work(item, features)
+                schedule_decode = self._mark_if_ready(lane)
+        if schedule_encode:
+            self._schedule(self._run_encode, NORMAL)
+        if schedule_decode:
+            self._schedule(self._run_decode, URGENT)
+
+    def fail_stream(self, failure: StreamFailure) -> None:
+        """An upstream failure of a stream: drop its pending work and forward the failure in order."""
+        with self._lock:
+            if self._terminated:
+                return
+            lane = self._lanes.get(failure.stream_id)
+            if lane is None:
+                lane = _Lane(failure.stream_id, 0, False, self._initial_state)
+                self._lanes[failure.stream_id] = lane
+            lane.saw_last = True
+            if lane.error is None:
+                lane.error = failure.error
+        self._flush_failure(lane)
+
+    def complete(self) -> None:
+        """No more input: call ``on_complete`` once all in-flight work is emitted."""
+        with self._lock:
+            self._completing = True
+            done = self._in_flight == 0 and not self._terminated
+            if done:
+                self._terminated = True
+        if done and self._on_complete is not None:
+            with self._emit_lock:
+                self._on_complete()
+
+    def terminate(self) -> None:
+        """Stop: drop all queued work and emit nothing more."""
+        with self._lock:
+            self._terminated = True
+            self._lanes.clear()
+            self._encode_queue.clear()
+            self._ready_lanes.clear()
+
+    def statistics(self) -> StageStatistics:
+        with self._lock:
+            return StageStatistics(
+                streams=len(self._lanes),
+                queued_encode_slices=len(self._encode_queue),
+                encoded_waiting_slices=sum(len(lane.ready) for lane in self._lanes.values()),
+                decoding_streams=sum(lane.busy for lane in self._lanes.values()),
+                in_flight_slices=self._in_flight,
+                frames_processed=self._frames,
+                encode_calls=self._encode_calls,
+                decode_calls=self._decode_calls,
+                decoded_streams=self._decoded_streams,
+                failed_streams=self._failed,
+            )
+
+    # ------------------------------------------------------------- scheduling
+
+    def _schedule(self, task: Callable[[Backend], None], priority: int) -> None:
+        try:
+            self._pool.submit(task, priority)
+        except ClosedError as exc:
+            self._fail_everything(exc)
+
+    def _mark_if_ready(self, lane: _Lane) -> bool:
+        """Queue the lane for decoding if it can run now (call with the lock held)."""
+        if lane.is_ready() and not lane.in_ready_queue:
+            lane.in_ready_queue = True
+            self._ready_lanes.append(lane)
+            return True
+        return False
+
+    def _share(self, total: int) -> int:
+        """How much of ``total`` queued work one task takes: enough to batch, not so much
+        that other workers sit idle."""
+        return max(1, math.ceil(total / self._pool.num_workers))
+
+    # ----------------------------------------------------------------- encode
+
+    def _run_encode(self, backend: Backend) -> None:
+        with self._lock:
+            if self._terminated:
+                return
+            budget = min(self._max_batch_frames, self._share(self._encode_queued_frames))
+            batch: list[AudioSlice] = []
+            frames = 0
+            while self._encode_queue and (
+                not batch or frames + self._encode_queue[0].num_frames <= budget
+            ):
+                item = self._encode_queue.popleft()
+                self._encode_queued_frames -= item.num_frames
+                lane = self._lanes.get(item.stream_id)
+                if lane is None or lane.error is not None:
+                    continue
+                batch.append(item)
+                frames += item.num_frames
+        if not batch:
+            return
+        outcomes = self._call_isolated(
+            batch,
+            lambda items: self._encode_call(backend, items),
+        )
+        marked = 0
+        failed: list[_Lane] = []
+        with self._lock:
+            self._encode_calls += 1
+            for item, outcome in zip(batch, outcomes, strict=True):
+                lane = self._lanes.get(item.stream_id)
+                if lane is None or lane.error is not None:
+                    continue
+                if isinstance(outcome, BaseException):
+                    lane.error = _slice_error("encoding", item, outcome)
+                    failed.append(lane)
+                    continue
+                lane.ready[item.seq] = _Work(item, outcome)
+                marked += self._mark_if_ready(lane)
+        for lane in failed:
+            self._flush_failure(lane)
+        for _ in range(marked):  # one task per queued lane, so none is left waiting
+            self._schedule(self._run_decode, URGENT)
+
+    def _encode_call(
+        self, backend: Backend, items: Sequence[AudioSlice]
+    ) -> list[NDArray[np.float32]]:
+        windows = [item.windows for item in items]
+        features = backend.encode(
+            windows[0] if len(windows) == 1 else np.concatenate(windows), items[0].sample_rate
+        )
+        bounds = np.cumsum([0] + [w.shape[0] for w in windows])
+        return [features[bounds[k] : bounds[k + 1]] for k in range(len(items))]
+
+    # ----------------------------------------------------------------- decode
+
+    def _run_decode(self, backend: Backend) -> None:
+        runs: list[tuple[_Lane, list[_Work]]] = []
+        with self._lock:
+            if self._terminated:
+                return
+            take = self._share(len(self._ready_lanes))
+            while self._ready_lanes and len(runs) < take:
+                lane = self._ready_lanes.popleft()
+                lane.in_ready_queue = False
+                if not lane.is_ready():
+                    continue
+                lane.busy = True
+                works: list[_Work] = []
+                frames = 0
+                while lane.next_seq + len(works) in lane.ready and frames < self._max_batch_frames:
+                    work = lane.ready.pop(lane.next_seq + len(works))
+                    works.append(work)
+                    frames += work.slice.num_frames
+                runs.append((lane, works))
+        if not runs:
+            return
+        outcomes = self._call_isolated(runs, lambda batch: self._decode_call(backend, batch))
+        with self._lock:
+            self._decode_calls += 1
+            self._decoded_streams += len(runs)
+        for (lane, works), outcome in zip(runs, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                with self._lock:
+                    if lane.error is None:
+                        lane.error = _slice_error("decoding", works[0].slice, outcome)
+                    lane.busy = False
+                    self._release(len(works), lane)
+                self._flush_failure(lane)
+                continue
+            self._emit_run(lane, works, outcome)
+
+    def _decode_call(
+        self, backend: Backend, runs: Sequence[tuple[_Lane, list[_Work]]]
+    ) -> list[ModelResult]:
+        decode_idx = [i for i, (lane, _) in enumerate(runs) if lane.encodable]
+        process_idx = [i for i, (lane, _) in enumerate(runs) if not lane.encodable]
+        results: list[ModelResult | None] = [None] * len(runs)
+        if decode_idx:
+            requests = [
+                DecodeRequest(
+                    _concat([w.features for w in runs[i][1] if w.features is not None]),
+                    runs[i][0].state,
+                    runs[i][0].sample_rate,
+                )
+                for i in decode_idx
+            ]
+            for i, result in zip(decode_idx, backend.decode(requests), strict=True):
+                results[i] = result
+        if process_idx:
+            model_requests = [
+                ModelRequest(
+                    _concat([w.slice.windows for w in runs[i][1]]),
+                    runs[i][0].state,
+                    runs[i][0].sample_rate,
+                )
+                for i in process_idx
+            ]
+            for i, result in zip(process_idx, backend.process(model_requests), strict=True):
+                results[i] = result
+        out = [r for r in results if r is not None]
+        for (_, works), result in zip(runs, out, strict=True):
+            expected = sum(w.slice.num_frames for w in works)
+            if result.probabilities.shape != (expected,):
+                raise ValueError(
+                    f"backend returned {result.probabilities.shape} probabilities for {expected} frames"
+                )
+            if not np.isfinite(result.probabilities).all():
+                raise ValueError("backend returned non-finite probabilities")
+        return out
+
+    def _emit_run(self, lane: _Lane, works: list[_Work], result: ModelResult) -> None:
+        probabilities = np.asarray(result.probabilities, dtype=np.float32)
+        offset = 0
+        with self._emit_lock:
+            for work in works:
+                item = work.slice
+                n = item.num_frames
+                if not self._terminated:
+                    self._emit(
+                        FrameProbabilities(
+                            stream_id=item.stream_id,
+                            seq=item.seq,
+                            start_frame=item.start_frame,
+                            probabilities=probabilities[offset : offset + n],
+                            sample_rate=item.sample_rate,
+                            end_sample=item.end_sample,
+                            is_last=item.is_last,
+                            audio=item.audio,
+                        )
+                    )
+                offset += n
+        last = works[-1].slice.is_last
+        schedule = False
+        with self._lock:
+            lane.state = result.state
+            lane.next_seq += len(works)
+            lane.busy = False
+            self._frames += offset
+            if last:
+                self._lanes.pop(lane.stream_id, None)
+            else:
+                schedule = self._mark_if_ready(lane)
+            pending_failure = lane.error is not None
+            done = self._release(len(works), lane)
+        if pending_failure:
+            self._flush_failure(lane)
+        if schedule:
+            self._schedule(self._run_decode, URGENT)
+        if done:
+            self._finish()
+
+    # --------------------------------------------------------------- failures
+
+    def _call_isolated(self, items: Sequence, call: Callable) -> list:  # type: ignore[type-arg]
+        """``call(items)``; if it raises, call each item alone so only the faulty ones fail."""
+        try:
+            return list(call(items))
+        except Exception as exc:  # noqa: BLE001 - isolated below
+            if len(items) == 1:
+                return [exc]
+        outcomes: list = []  # type: ignore[type-arg]
+        for item in items:
+            try:
+                outcomes.extend(call([item]))
+            except Exception as exc:  # noqa: BLE001 - reported as the stream's failure
+                outcomes.append(exc)
+        return outcomes
+
+    def _flush_failure(self, lane: _Lane) -> None:
+        """Emit a failed lane's failure once no worker holds the lane, then forget the lane.
+
+        Until the stream's last slice arrives, its further slices are dropped.
+        """
+        with self._lock:
+            if lane.busy or self._lanes.get(lane.stream_id) is not lane or lane.error is None:
+                return
+            lane.busy = True
+            error = lane.error
+            del self._lanes[lane.stream_id]
+            if not lane.saw_last:
+                self._tombstones.add(lane.stream_id)
+            dropped = lane.queued
+            self._encode_queue = deque(
+                s for s in self._encode_queue if s.stream_id != lane.stream_id
+            )
+            self._encode_queued_frames = sum(s.num_frames for s in self._encode_queue)
+            lane.ready.clear()
+            self._failed += 1
+            done = self._release(dropped, lane)
+        with self._emit_lock:
+            if not self._terminated:
+                self._emit(StreamFailure(lane.stream_id, error))
+        if done:
+            self._finish()
+
+    def _release(self, count: int, lane: _Lane) -> bool:
+        """Account for ``count`` slices leaving the stage (lock held); True if the stage is done."""
+        lane.queued -= count
+        self._in_flight -= count
+        if self._on_release is not None and count:
+            self._on_release(count)
+        if self._completing and self._in_flight == 0 and not self._terminated:
+            self._terminated = True
+            return True
+        return False
+
+    def _finish(self) -> None:
+        if self._on_complete is not None:
+            with self._emit_lock:
+                self._on_complete()
+
+    def _fail_everything(self, exc: BaseException) -> None:
+        with self._lock:
+            lanes = list(self._lanes.values())
+            for lane in lanes:
+                if lane.error is None:
+                    lane.error = StreamFailedError(
+                        f"stream {lane.stream_id!r} stopped: {exc}", lane.stream_id
+                    )
+        for lane in lanes:
+            self._flush_failure(lane)
+
+
+def _concat(arrays: Sequence[NDArray[np.float32]]) -> NDArray[np.float32]:
+    """Concatenate along frames, skipping empty runs (which may lack the column shape)."""
+    nonempty = [a for a in arrays if a.shape[0]]
+    if not nonempty:
+        return arrays[0] if arrays else np.zeros((0, 0), np.float32)
+    return nonempty[0] if len(nonempty) == 1 else np.concatenate(nonempty)
+
+
+def _slice_error(stage: str, item: AudioSlice, cause: BaseException) -> StreamFailedError:
+    error = StreamFailedError(
+        f"stream {item.stream_id!r}: {stage} slice {item.seq} failed: {cause}",
+        item.stream_id,
+        item.seq,
+    )
+    error.__cause__ = cause
+    return error

@@ -1,0 +1,253 @@
+"""WorkerPool: N threads, each owning one backend instance created and used only on that thread.
+
+The pool runs *tasks*: callables that receive the worker's backend. It knows
+nothing of streams; the model stage (``parallel_map_on_pool``) decides what a
+task does. Two priorities keep latency low: recurrent work (``URGENT``), which
+is on the critical path of every stream, runs before stateless work
+(``NORMAL``). ONNX Runtime releases the GIL inside its kernels, so the threads
+run the model truly in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+from prevad_rx._errors import BackendError, ClosedError, PrevadError
+from prevad_rx.backends import Backend, create_backend
+
+__all__ = ["NORMAL", "URGENT", "PoolStatistics", "Task", "WorkerPool"]
+
+log = logging.getLogger("prevad_rx.pool")
+
+#: Task priorities: URGENT tasks run before any NORMAL task.
+URGENT: Final = 0
+NORMAL: Final = 1
+
+Task = Callable[[Backend], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A snapshot of a pool's queues and counters."""
+
+    backend: str
+    num_workers: int
+    busy_workers: int
+    queued_urgent: int
+    queued_normal: int
+    tasks_completed: int
+    task_errors: int
+
+
+class WorkerPool:
+    """A pool of worker threads, each owning its own backend instance.
+
+    Args:
+        backend: registry name of the backend (``"onnx"`` by default).
+        num_workers: threads (and model instances); default: the CPU count.
+        backend_options: keyword arguments for the backend's constructor.
+        name: prefix of the worker threads' names.
+
+    Use as a context manager (``with`` or ``async with``) or call
+    :meth:`start` / :meth:`close`. Starting waits until every worker has
+    created and initialised its backend; if any fails, the pool closes and
+    the error is raised.
+    """
+
+    def __init__(
+        self,
+        backend: str = "onnx",
+        num_workers: int | None = None,
+        *,
+        backend_options: Mapping[str, Any] | None = None,
+        name: str = "prevad-rx",
+    ) -> None:
+        if num_workers is None:
+            num_workers = os.cpu_count() or 1
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
+        self.backend_name = backend
+        self.num_workers = num_workers
+        self._backend_options = dict(backend_options or {})
+        self._name = name
+        self._cond = threading.Condition()
+        self._queues: tuple[deque[Task], deque[Task]] = (deque(), deque())
+        self._threads: list[threading.Thread] = []
+        self._thread_ids: set[int] = set()
+        self._backends: list[Backend] = []
+        self._ready = 0
+        self._start_error: BaseException | None = None
+        self._started = False
+        self._closed = False
+        self._busy = 0
+        self._completed = 0
+        self._errors = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> WorkerPool:
+        """Start the workers and wait for every backend to initialise (idempotent)."""
+        with self._cond:
+            if self._closed:
+                raise ClosedError("worker pool is closed")
+            if self._started:
+                return self
+            self._started = True
+        for index in range(self.num_workers):
+            thread = threading.Thread(
+                target=self._worker, args=(index,), name=f"{self._name}-{index}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        with self._cond:
+            while self._ready < self.num_workers and self._start_error is None:
+                self._cond.wait()
+            error = self._start_error
+        if error is not None:
+            self.close()
+            if isinstance(error, PrevadError):
+                raise error
+            raise BackendError(f"backend {self.backend_name!r} failed to start: {error}") from error
+        return self
+
+    def close(self, *, cancel_pending: bool = True) -> None:
+        """Stop the workers (after their current task) and close their backends.
+
+        Queued tasks are dropped unless ``cancel_pending`` is false, in which
+        case they run first. Safe to call more than once, from any thread but a
+        worker's own.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            if cancel_pending:
+                for queue in self._queues:
+                    queue.clear()
+            self._cond.notify_all()
+        current = threading.get_ident()
+        for thread in self._threads:
+            if thread.ident != current:
+                thread.join()
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> WorkerPool:
+        await asyncio.get_running_loop().run_in_executor(None, self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def started(self) -> bool:
+        return self._started and not self._closed
+
+    # -------------------------------------------------------------------- tasks
+
+    def submit(self, task: Task, priority: int = NORMAL) -> None:
+        """Queue ``task(backend)`` to run on some worker."""
+        with self._cond:
+            if self._closed:
+                raise ClosedError("worker pool is closed")
+            if not self._started:
+                raise ClosedError("worker pool is not started; use start() or a with block")
+            self._queues[priority].append(task)
+            self._cond.notify()
+
+    def on_worker_thread(self) -> bool:
+        """Whether the calling thread is one of this pool's workers."""
+        return threading.get_ident() in self._thread_ids
+
+    def probe(self) -> Backend:
+        """A started backend, for capability queries (``can_encode``, ``initial_state``) only."""
+        if not self._backends:
+            raise ClosedError("worker pool is not started")
+        return self._backends[0]
+
+    def statistics(self) -> PoolStatistics:
+        with self._cond:
+            return PoolStatistics(
+                backend=self.backend_name,
+                num_workers=self.num_workers,
+                busy_workers=self._busy,
+                queued_urgent=len(self._queues[URGENT]),
+                queued_normal=len(self._queues[NORMAL]),
+                tasks_completed=self._completed,
+                task_errors=self._errors,
+            )
+
+    # ------------------------------------------------------------------ workers
+
+    def _worker(self, index: int) -> None:
+        self._thread_ids.add(threading.get_ident())
+        try:
+            backend = create_backend(self.backend_name, **self._backend_options)
+            backend.initialize()
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            with self._cond:
+                if self._start_error is None:
+                    self._start_error = exc
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._backends.append(backend)
+            self._ready += 1
+            self._cond.notify_all()
+        try:
+            self._serve(backend)
+        finally:
+            try:
+                backend.close()
+            except Exception:
+                log.exception("closing backend of worker %d failed", index)
+
+    def _serve(self, backend: Backend) -> None:
+        urgent, normal = self._queues
+        while True:
+            with self._cond:
+                while not urgent and not normal and not self._closed:
+                    self._cond.wait()
+                if urgent:
+                    task = urgent.popleft()
+                elif normal:
+                    task = normal.popleft()
+                else:
+                    return  # closed and drained
+                self._busy += 1
+            failed = False
+            try:
+                task(backend)
+            except Exception:
+                failed = True
+                log.exception("worker task failed")
+            with self._cond:
+                self._busy -= 1
+                self._completed += 1
+                self._errors += failed

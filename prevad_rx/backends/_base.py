@@ -1,0 +1,101 @@
+"""The backend interface: one model instance, owned and called by one worker thread.
+
+A backend keeps **no per-stream state**: the recurrent state (Silero's LSTM h
+and c, ``[2, 128]``) travels with each request and comes back updated, so any
+worker may advance any stream and requests of many streams can share a call.
+
+Two ways to run the model:
+
+* :meth:`Backend.process` -- the whole model over runs of frames of several
+  streams (required);
+* :meth:`Backend.encode` + :meth:`Backend.decode` -- the stateless front
+  (Silero's STFT and convolutions, ~90% of the work; frames independent, so
+  any slice of any stream can be encoded on any worker in any order) and the
+  recurrent back (LSTM and head, in frame order per stream). Optional: a
+  backend that supports it returns True from :meth:`Backend.can_encode`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["Backend", "DecodeRequest", "ModelRequest", "ModelResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """Run the whole model over ``windows`` ([n, context + frame]) of one stream from ``state``."""
+
+    windows: NDArray[np.float32]
+    state: NDArray[np.float32]
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeRequest:
+    """Run the recurrent back over encoded ``features`` ([n, dim]) of one stream from ``state``."""
+
+    features: NDArray[np.float32]
+    state: NDArray[np.float32]
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResult:
+    """Per-frame speech probabilities ([n]) and the stream's state after the last frame."""
+
+    probabilities: NDArray[np.float32]
+    state: NDArray[np.float32]
+
+
+class Backend(ABC):
+    """Base class of model backends; subclasses are registered by name (see ``register_backend``).
+
+    Lifecycle, all on the owning worker thread: ``initialize()`` once, then any
+    number of ``process``/``encode``/``decode`` calls, ``reset()`` to drop caches,
+    ``close()`` at the end.
+    """
+
+    #: Registry name (set by subclasses).
+    name: ClassVar[str] = ""
+    #: Shape of one stream's recurrent state.
+    state_shape: ClassVar[tuple[int, ...]] = (2, 128)
+    #: Processing rates the backend runs.
+    sample_rates: ClassVar[frozenset[int]] = frozenset({8000, 16000})
+
+    def initialize(self) -> None:  # noqa: B027 - optional hook
+        """Load the model; called once on the worker thread that owns the instance."""
+
+    @abstractmethod
+    def process(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        """Run the model over each request (one per stream), batching them where possible."""
+
+    def can_encode(self, sample_rate: int) -> bool:
+        """Whether :meth:`encode`/:meth:`decode` are available at this rate."""
+        return False
+
+    def encode(self, windows: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        """Stateless front over frames of any streams: [n, context + frame] -> [n, dim]."""
+        raise NotImplementedError(f"{type(self).__name__} has no separate encoder")
+
+    def decode(self, requests: Sequence[DecodeRequest]) -> list[ModelResult]:
+        """Recurrent back over encoded frames, one request per stream."""
+        raise NotImplementedError(f"{type(self).__name__} has no separate decoder")
+
+    def initial_state(self) -> NDArray[np.float32]:
+        """The state of a stream before its first frame."""
+        return np.zeros(self.state_shape, dtype=np.float32)
+
+    def reset(self) -> None:  # noqa: B027 - optional hook
+        """Drop any caches; backends hold no per-stream state, so this never changes results."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the model; called on the owning worker thread."""

@@ -1,0 +1,177 @@
+"""The default backend: Silero v6.2 on onnxruntime, one single-threaded session set per worker.
+
+16 kHz runs through the encoder/decoder split of the sequence model (bit-identical
+to it and to the streaming model): :meth:`OnnxBackend.encode` takes frames of any
+streams in one call; :meth:`OnnxBackend.decode` advances several streams in one
+LSTM call (padded to the longest run, with ``sequence_lens``). 8 kHz runs through
+the streaming model's 8 kHz branch, one frame per step with all streams batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from prevad_rx._errors import BackendError
+from prevad_rx.backends._base import Backend, DecodeRequest, ModelRequest, ModelResult
+from prevad_rx.backends._models import model_path
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["OnnxBackend"]
+
+_FEATURES = "/Transpose_output_0"
+_FEATURE_DIM = 128
+
+
+class OnnxBackend(Backend):
+    """Silero v6.2 on onnxruntime (CPU by default).
+
+    Args:
+        intra_op_threads: threads per ORT session; 1 by default because the
+            worker pool provides the parallelism.
+        providers: ORT execution providers.
+        verify_models: check the shipped files' sha256 pins on first use.
+    """
+
+    name = "onnx"
+
+    def __init__(
+        self,
+        *,
+        intra_op_threads: int = 1,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        verify_models: bool = True,
+    ) -> None:
+        if not isinstance(intra_op_threads, int) or intra_op_threads < 1:
+            raise BackendError(f"intra_op_threads must be an int >= 1, got {intra_op_threads!r}")
+        self._threads = intra_op_threads
+        self._providers = list(providers)
+        self._verify = verify_models
+        self._sessions: dict[str, Any] = {}
+
+    def initialize(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        for role in ("encoder", "decoder", "streaming"):
+            path = model_path(role, verify=self._verify)
+            self._sessions[role] = ort.InferenceSession(
+                str(path), sess_options=options, providers=self._providers
+            )
+
+    def close(self) -> None:
+        self._sessions.clear()
+
+    def _session(self, role: str) -> Any:
+        try:
+            return self._sessions[role]
+        except KeyError:
+            raise BackendError("OnnxBackend used before initialize()") from None
+
+    # ------------------------------------------------------------- 16 kHz split
+
+    def can_encode(self, sample_rate: int) -> bool:
+        return sample_rate == 16000
+
+    def encode(self, windows: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        if sample_rate != 16000:
+            raise BackendError(f"the encoder runs at 16000 Hz only, not {sample_rate}")
+        n = windows.shape[0]
+        if n == 0:
+            return np.zeros((0, _FEATURE_DIM), np.float32)
+        (features,) = self._session("encoder").run(
+            None, {"input": np.ascontiguousarray(windows, dtype=np.float32)}
+        )
+        return np.asarray(features).reshape(n, _FEATURE_DIM)
+
+    def decode(self, requests: Sequence[DecodeRequest]) -> list[ModelResult]:
+        results: list[ModelResult | None] = [None] * len(requests)
+        active = []
+        for i, request in enumerate(requests):
+            if request.sample_rate != 16000:
+                raise BackendError(f"the decoder runs at 16000 Hz only, not {request.sample_rate}")
+            if request.features.shape[0]:
+                active.append(i)
+            else:
+                results[i] = ModelResult(np.zeros(0, np.float32), request.state)
+        if active:
+            lengths = np.array([requests[i].features.shape[0] for i in active], np.int32)
+            steps = int(lengths.max())
+            batch = np.zeros((steps, len(active), _FEATURE_DIM), np.float32)
+            for column, i in enumerate(active):
+                batch[: lengths[column], column] = requests[i].features
+            states = np.stack([requests[i].state for i in active], axis=1)  # [2, B, 128]
+            probs, h, c = self._session("decoder").run(
+                None,
+                {
+                    _FEATURES: batch,
+                    "h": np.ascontiguousarray(states[0:1]),
+                    "c": np.ascontiguousarray(states[1:2]),
+                    "sequence_lens": lengths,
+                },
+            )
+            probs = np.asarray(probs).reshape(len(active), steps)
+            for column, i in enumerate(active):
+                state = np.stack((h[0, column], c[0, column]))
+                results[i] = ModelResult(probs[column, : lengths[column]].copy(), state)
+        return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------ whole model
+
+    def process(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        results: list[ModelResult | None] = [None] * len(requests)
+        wide = [i for i, r in enumerate(requests) if r.sample_rate == 16000]
+        narrow = [i for i, r in enumerate(requests) if r.sample_rate == 8000]
+        if len(wide) + len(narrow) != len(requests):
+            rates = sorted({r.sample_rate for r in requests} - {8000, 16000})
+            raise BackendError(f"OnnxBackend runs at 8000 or 16000 Hz, not {rates}")
+        if wide:
+            windows = [requests[i].windows for i in wide]
+            features = self.encode(
+                np.concatenate(
+                    [w for w in windows if w.shape[0]] or [np.zeros((0, 576), np.float32)]
+                ),
+                16000,
+            )
+            bounds = np.cumsum([0] + [w.shape[0] for w in windows])
+            decoded = self.decode(
+                [
+                    DecodeRequest(features[bounds[k] : bounds[k + 1]], requests[i].state, 16000)
+                    for k, i in enumerate(wide)
+                ]
+            )
+            for i, result in zip(wide, decoded, strict=True):
+                results[i] = result
+        if narrow:
+            for i, result in zip(
+                narrow, self._stream_8k([requests[i] for i in narrow]), strict=True
+            ):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def _stream_8k(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        """Step the streaming model frame by frame, all streams that have a frame at step t batched."""
+        session = self._session("streaming")
+        lengths = [r.windows.shape[0] for r in requests]
+        probs = [np.zeros(n, np.float32) for n in lengths]
+        states = np.stack([r.state for r in requests], axis=1).astype(np.float32)  # [2, B, 128]
+        rate = np.array(8000, dtype=np.int64)
+        for step in range(max(lengths, default=0)):
+            active = [b for b, n in enumerate(lengths) if n > step]
+            inputs = np.stack([requests[b].windows[step] for b in active])
+            out, new_state = session.run(
+                None,
+                {"input": inputs, "state": np.ascontiguousarray(states[:, active]), "sr": rate},
+            )
+            out = np.asarray(out).reshape(-1)
+            for k, b in enumerate(active):
+                probs[b][step] = out[k]
+            states[:, active] = new_state
+        return [ModelResult(p, np.ascontiguousarray(states[:, b])) for b, p in enumerate(probs)]

@@ -1,0 +1,208 @@
+"""``parallel_map_on_pool``: run work on a :class:`~prevad_rx.WorkerPool`'s threads.
+
+**Model stage** (``parallel_map_on_pool(pool)``)
+
+Input:  ``Observable[AudioSlice | StreamFailure]`` (each stream's slices in ``seq`` order)
+Output: ``Observable[FrameProbabilities | StreamFailure]`` (per stream in ``seq`` order)
+
+Stateless work (the Silero encoder) runs in parallel on all workers, also for
+slices of the same stream; the recurrent work runs in order per stream with
+the stream's state carried between slices; streams ready together share one
+batched model call. Items are emitted from worker threads, serialized (never
+two ``on_next`` calls at once). A backend failure fails only the affected
+stream (a :class:`~prevad_rx.StreamFailure` naming stream and slice).
+
+**Stateless map** (``parallel_map_on_pool(pool, func)``)
+
+Input:  ``Observable[T | StreamFailure]``; output: ``Observable[R | StreamFailure]``.
+``func(item)`` runs on the workers for each item, in parallel and emitted in
+completion order -- follow it with :func:`reorder_by_seq` when order matters.
+If ``func`` raises, the item's stream (``item.stream_id``) fails.
+
+On completion of the source, the operator completes once every accepted item
+has been emitted. ``max_pending`` bounds the items queued on the pool: a
+producer thread that submits beyond it waits (a pool worker never does).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from prevad_rx._errors import ConfigError, StreamFailedError
+from prevad_rx._model_stage import ModelStage
+from prevad_rx._pool import NORMAL, WorkerPool
+from prevad_rx._types import AudioSlice, StreamFailure
+from prevad_rx.operators._plumbing import Operator, operator_from
+
+__all__ = ["parallel_map_on_pool"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Admission:
+    """Bounds the items queued on the pool; callers on pool threads are never made to wait."""
+
+    def __init__(self, pool: WorkerPool, limit: int | None) -> None:
+        self._pool = pool
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._pending = 0
+
+    def acquire(self) -> None:
+        may_wait = not self._pool.on_worker_thread()
+        with self._cond:
+            while may_wait and self._limit is not None and self._pending >= self._limit:
+                self._cond.wait()
+            self._pending += 1
+
+    def release(self, count: int = 1) -> None:
+        with self._cond:
+            self._pending -= count
+            self._cond.notify_all()
+
+    def open(self) -> None:
+        """Stop bounding (on dispose), so no producer stays blocked."""
+        with self._cond:
+            self._limit = None
+            self._cond.notify_all()
+
+
+class _ModelHandler:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        emit: Callable[[Any], None],
+        complete: Callable[[], None],
+        max_pending: int | None,
+        max_batch_frames: int,
+    ) -> None:
+        self._admission = _Admission(pool, max_pending)
+        self._stage = ModelStage(
+            pool,
+            emit,
+            max_batch_frames=max_batch_frames,
+            on_complete=complete,
+            on_release=self._admission.release,
+        )
+
+    def on_next(self, item: AudioSlice | StreamFailure) -> None:
+        if isinstance(item, StreamFailure):
+            self._stage.fail_stream(item)
+            return
+        if not isinstance(item, AudioSlice):
+            raise TypeError(f"the model stage expects AudioSlice items, got {type(item).__name__}")
+        self._admission.acquire()
+        self._stage.submit(item)
+
+    def on_completed(self) -> None:
+        self._stage.complete()
+
+    def dispose(self) -> None:
+        self._stage.terminate()
+        self._admission.open()
+
+    @property
+    def stage(self) -> ModelStage:
+        return self._stage
+
+
+class _MapHandler:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        func: Callable[[Any], Any],
+        emit: Callable[[Any], None],
+        complete: Callable[[], None],
+        max_pending: int | None,
+    ) -> None:
+        self._pool = pool
+        self._func = func
+        self._emit = emit
+        self._complete = complete
+        self._admission = _Admission(pool, max_pending)
+        self._lock = threading.Lock()
+        self._emit_lock = threading.RLock()
+        self._in_flight = 0
+        self._completing = False
+        self._disposed = False
+
+    def on_next(self, item: Any) -> None:
+        if isinstance(item, StreamFailure):
+            with self._emit_lock:
+                self._emit(item)
+            return
+        self._admission.acquire()
+        with self._lock:
+            self._in_flight += 1
+        self._pool.submit(lambda backend: self._run(item), NORMAL)
+
+    def _run(self, item: Any) -> None:
+        try:
+            out: Any = self._func(item)
+        except Exception as exc:  # noqa: BLE001 - becomes the item's stream failure
+            sid = getattr(item, "stream_id", None)
+            error = StreamFailedError(
+                f"stream {sid!r}: mapping item {getattr(item, 'seq', None)} failed: {exc}",
+                sid,
+                getattr(item, "seq", None),
+            )
+            error.__cause__ = exc
+            out = StreamFailure(str(sid), error)
+        with self._emit_lock:
+            if not self._disposed:
+                self._emit(out)
+        self._admission.release()
+        with self._lock:
+            self._in_flight -= 1
+            done = self._completing and self._in_flight == 0
+        if done:
+            with self._emit_lock:
+                self._complete()
+
+    def on_completed(self) -> None:
+        with self._lock:
+            self._completing = True
+            done = self._in_flight == 0
+        if done:
+            with self._emit_lock:
+                self._complete()
+
+    def dispose(self) -> None:
+        self._disposed = True
+        self._admission.open()
+
+
+def parallel_map_on_pool(
+    pool: WorkerPool,
+    func: Callable[[T], R] | None = None,
+    *,
+    max_pending: int | None = None,
+    max_batch_frames: int = 512,
+) -> Operator[Any, Any]:
+    """Run the model (or ``func``) on ``pool``'s workers; see the module docs for the contract.
+
+    Args:
+        pool: a started :class:`~prevad_rx.WorkerPool`.
+        func: a stateless function to map items with instead of the model.
+        max_pending: most items queued at once before a (non-worker) producer
+            waits; ``None`` leaves the bound to the caller (``VADEngine``
+            bounds each stream itself).
+        max_batch_frames: most frames in one model call.
+    """
+    if not isinstance(pool, WorkerPool):
+        raise TypeError(f"pool must be a WorkerPool, got {type(pool).__name__}")
+    if max_pending is not None and (not isinstance(max_pending, int) or max_pending < 1):
+        raise ConfigError(f"max_pending must be an int >= 1 or None, got {max_pending!r}")
+    if not isinstance(max_batch_frames, int) or max_batch_frames < 1:
+        raise ConfigError(f"max_batch_frames must be an int >= 1, got {max_batch_frames!r}")
+    if func is not None:
+        mapper = func
+        return operator_from(
+            lambda emit, complete: _MapHandler(pool, mapper, emit, complete, max_pending)
+        )
+    return operator_from(
+        lambda emit, complete: _ModelHandler(pool, emit, complete, max_pending, max_batch_frames)
+    )

@@ -1,0 +1,177 @@
+"""Re-derive the model files shipped in ``prevad_rx/backends/models`` from the silero-vad wheel.
+
+    .venv/bin/python scripts/derive_models.py [--wheel silero_vad-6.2.3-py3-none-any.whl] [--check]
+
+Without ``--wheel`` the wheel is fetched with ``pip download silero-vad==6.2.3
+--no-deps`` (PyPI). The script
+
+1. copies ``silero_vad.onnx`` (streaming model, 8 and 16 kHz, input [B, 576]
+   and state [2, B, 128]), ``silero_vad_16k_sequence.onnx`` (one call per block
+   of frames) and the MIT licence from the wheel;
+2. cuts the sequence model at tensor ``/Transpose_output_0`` into an
+   **encoder** (STFT + 4 convolutions; stateless, frames independent) and a
+   **decoder** (LSTM + output head), and gives the decoder a batch dimension
+   and the LSTM's ``sequence_lens`` input so several streams with runs of
+   different lengths share one call;
+3. checks that encoder + decoder reproduce the sequence model bit for bit, and
+   that a batched decoder call equals per-stream calls bit for bit;
+4. writes ``SHA256SUMS``, or with ``--check`` verifies the shipped files
+   against it instead of writing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.utils
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "prevad_rx" / "backends" / "models"
+SILERO_VERSION = "6.2.3"
+CUT_TENSOR = "/Transpose_output_0"
+COPIED = {
+    "silero_vad/data/silero_vad.onnx": "silero_vad.onnx",
+    "silero_vad/data/silero_vad_16k_sequence.onnx": "silero_vad_16k_sequence.onnx",
+    f"silero_vad-{SILERO_VERSION}.dist-info/licenses/LICENSE": "LICENSE",
+}
+SHIPPED = [
+    "LICENSE",
+    "silero_vad.onnx",
+    "silero_vad_16k_sequence.onnx",
+    "silero_vad_16k_encoder.onnx",
+    "silero_vad_16k_decoder.onnx",
+]
+
+
+def fetch_wheel(dest: Path) -> Path:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            f"silero-vad=={SILERO_VERSION}",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+        ],
+        check=True,
+    )
+    return next(dest.glob("silero_vad-*.whl"))
+
+
+def derive(wheel: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as archive:
+        for member, name in COPIED.items():
+            (out / name).write_bytes(archive.read(member))
+
+    sequence = str(out / "silero_vad_16k_sequence.onnx")
+    encoder = out / "silero_vad_16k_encoder.onnx"
+    decoder = out / "silero_vad_16k_decoder.onnx"
+    onnx.utils.extract_model(sequence, str(encoder), ["input"], [CUT_TENSOR])
+    onnx.utils.extract_model(
+        sequence, str(decoder), [CUT_TENSOR, "h", "c"], ["speech_probs", "hn", "cn"]
+    )
+
+    model = onnx.load(str(decoder))
+    for value in model.graph.input:
+        if value.name in ("h", "c"):
+            dim = value.type.tensor_type.shape.dim[1]
+            dim.ClearField("dim_value")
+            dim.dim_param = "batch"
+    model.graph.input.append(
+        helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, ["batch"])
+    )
+    (lstm,) = [node for node in model.graph.node if node.op_type == "LSTM"]
+    lstm.input[4] = "sequence_lens"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(decoder))
+
+
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify(out: Path) -> None:
+    sequence = session(out / "silero_vad_16k_sequence.onnx")
+    encoder = session(out / "silero_vad_16k_encoder.onnx")
+    decoder = session(out / "silero_vad_16k_decoder.onnx")
+    rng = np.random.default_rng(0)
+    lengths = [63, 17, 1, 40]
+    features, states, references = [], [], []
+    for n in lengths:
+        windows = (rng.standard_normal((n, 576)) * 0.1).astype(np.float32)
+        h = (rng.standard_normal((1, 1, 128)) * 0.3).astype(np.float32)
+        c = (rng.standard_normal((1, 1, 128)) * 0.3).astype(np.float32)
+        references.append(sequence.run(None, {"input": windows, "h": h, "c": c}))
+        (feat,) = encoder.run(None, {"input": windows})
+        features.append(feat[:, 0, :])
+        states.append((h, c))
+    batch = np.zeros((max(lengths), len(lengths), 128), np.float32)
+    for b, feat in enumerate(features):
+        batch[: len(feat), b] = feat
+    probs, hn, cn = decoder.run(
+        None,
+        {
+            CUT_TENSOR: batch,
+            "h": np.concatenate([h for h, _ in states], axis=1),
+            "c": np.concatenate([c for _, c in states], axis=1),
+            "sequence_lens": np.array(lengths, np.int32),
+        },
+    )
+    probs = probs.reshape(len(lengths), -1)
+    for b, (n, (ref_p, ref_h, ref_c)) in enumerate(zip(lengths, references, strict=True)):
+        if not (
+            np.array_equal(probs[b, :n], ref_p)
+            and np.array_equal(hn[0, b], ref_h[0, 0])
+            and np.array_equal(cn[0, b], ref_c[0, 0])
+        ):
+            raise SystemExit(f"encoder+decoder differs from the sequence model (stream {b})")
+    print("encoder + batched decoder == sequence model, bit for bit")
+
+
+def digests(folder: Path) -> str:
+    lines = [
+        f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n" for name in SHIPPED
+    ]
+    return "".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheel", type=Path, help="silero-vad wheel (default: pip download)")
+    parser.add_argument("--check", action="store_true", help="verify the shipped files only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = args.wheel or fetch_wheel(Path(tmp))
+        out = Path(tmp) / "models" if args.check else MODELS
+        derive(wheel, out)
+        verify(out)
+        derived = digests(out)
+        if args.check:
+            shipped = (MODELS / "SHA256SUMS").read_text()
+            if derived != shipped:
+                raise SystemExit("derived models differ from the shipped SHA256SUMS:\n" + derived)
+            print("shipped models match what the wheel derives")
+        else:
+            (MODELS / "SHA256SUMS").write_text(derived)
+            print(derived, end="")
+
+
+if __name__ == "__main__":
+    main()
