@@ -3,11 +3,11 @@
 ::
 
     push() ─▶ Subject ─▶ [audio_operators] ─▶ window_slices ─▶ parallel_map_on_pool
-      (loop thread)                                             │ (worker threads)
-                                                                ▼
-                                                         reorder_by_seq ─┬─▶ merge_segments ─▶ emit_events
-                                                                         │     ─▶ [event_operators] ─▶ events
-                                                                         └─▶ progress (flush, close, credits)
+      (loop thread)                                               │ (worker threads)
+                                                                  ▼
+                        events ◀─ [event_operators] ◀─ emit_events ◀─ merge_segments ◀─┐
+                                                                                    reorder_by_seq
+                        progress (flush, close, credits) ◀─────────────────────────────┘
 
 Everything before the pool runs on the event loop inside ``push()``; results
 come back from the workers through ``loop.call_soon_threadsafe``, so stream
@@ -19,6 +19,7 @@ returns the events it waited for have been delivered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,13 @@ class EngineStatistics:
     streams_opened: int
     pool: PoolStatistics
     streams: tuple[StreamStatistics, ...]
+
+
+def _apply(source: Observable[Any], *operators: AnyOperator) -> Observable[Any]:
+    """``source.pipe(*operators)`` for a chain assembled at run time."""
+    for operator in operators:
+        source = operator(source)
+    return source
 
 
 class VADEngine:
@@ -144,17 +152,17 @@ class VADEngine:
 
     def _build_chain(self) -> None:
         subject: Subject[AudioChunk] = Subject()
-        slices = subject.pipe(
+        results = _apply(
+            subject,
             *self._audio_operators,
             self._slicer,
             ops.do_action(self._slice_submitted),
-        )
-        results = slices.pipe(
             parallel_map_on_pool(self._pool),
             reorder_by_seq(),
             ops.share(),
         )
-        events = results.pipe(
+        events = _apply(
+            results,
             merge_segments(self._config_for, keep_audio=self._keep_audio_for),
             emit_events(),
             *self._event_operators,
@@ -317,10 +325,8 @@ class VADEngine:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(callback, arg)
-        except RuntimeError:  # the loop closed meanwhile
-            pass
 
     # --------------------------------------------------------------- on the loop
 

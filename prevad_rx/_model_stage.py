@@ -14,6 +14,10 @@ For each stream (a *lane*):
   still held, under one emission lock, so downstream sees a serialized,
   per-stream ordered sequence.
 
+A stream id may be reused once its last slice has been submitted: the new
+stream gets a new lane that waits (for decoding and emitting) until the old
+lane has emitted everything, so the two never interleave downstream.
+
 A backend error fails only the streams whose work failed: a batched call that
 raises is retried item by item to find them.
 """
@@ -26,7 +30,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -71,8 +75,10 @@ class _Work:
     features: NDArray[np.float32] | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Lane:
+    """One stream's place in the stage (one *generation* of a stream id)."""
+
     stream_id: str
     sample_rate: int
     encodable: bool
@@ -80,13 +86,22 @@ class _Lane:
     next_seq: int = 0
     ready: dict[int, _Work] = field(default_factory=dict)
     queued: int = 0  # slices submitted and not yet emitted or dropped
-    busy: bool = False
+    busy: bool = False  # a worker holds the lane (decoding or emitting)
     in_ready_queue: bool = False
     saw_last: bool = False  # upstream sends nothing more for this stream
+    gone: bool = False  # finished or failed; its remaining work is dropped
+    waiting_for: _Lane | None = None  # the previous generation, still emitting
+    successor: _Lane | None = None
     error: StreamFailedError | None = None
 
     def is_ready(self) -> bool:
-        return not self.busy and self.error is None and self.next_seq in self.ready
+        return (
+            not self.busy
+            and not self.gone
+            and self.error is None
+            and self.waiting_for is None
+            and self.next_seq in self.ready
+        )
 
 
 class ModelStage:
@@ -114,9 +129,9 @@ class ModelStage:
         self._max_batch_frames = max_batch_frames
         self._lock = threading.Lock()
         self._emit_lock = threading.RLock()
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, _Lane] = {}  # the newest generation of each stream id
         self._tombstones: set[str] = set()  # failed streams whose remaining slices are dropped
-        self._encode_queue: deque[AudioSlice] = deque()
+        self._encode_queue: deque[tuple[_Lane, AudioSlice]] = deque()
         self._encode_queued_frames = 0
         self._ready_lanes: deque[_Lane] = deque()
         self._in_flight = 0
@@ -145,19 +160,13 @@ class ModelStage:
                     self._tombstones.discard(sid)
                 return
             lane = self._lanes.get(sid)
-            if lane is None:
-                lane = _Lane(
-                    sid,
-                    item.sample_rate,
-                    self._encodable.get(item.sample_rate, False),
-                    self._initial_state.copy(),
-                )
-                self._lanes[sid] = lane
+            if lane is None or lane.saw_last:
+                lane = self._new_lane(sid, item.sample_rate, predecessor=lane)
             lane.queued += 1
             lane.saw_last = item.is_last
             self._in_flight += 1
             if lane.encodable and item.num_frames:
-                self._encode_queue.append(item)
+                self._encode_queue.append((lane, item))
                 self._encode_queued_frames += item.num_frames
                 schedule_encode = True
             else:
@@ -170,14 +179,13 @@ class ModelStage:
             self._schedule(self._run_decode, URGENT)
 
     def fail_stream(self, failure: StreamFailure) -> None:
-        """An upstream failure of a stream: drop its pending work and forward the failure in order."""
+        """An upstream failure: drop the stream's pending work, forward the failure in order."""
         with self._lock:
             if self._terminated:
                 return
             lane = self._lanes.get(failure.stream_id)
-            if lane is None:
-                lane = _Lane(failure.stream_id, 0, False, self._initial_state)
-                self._lanes[failure.stream_id] = lane
+            if lane is None or lane.saw_last:
+                lane = self._new_lane(failure.stream_id, 0, predecessor=lane)
             lane.saw_last = True
             if lane.error is None:
                 lane.error = failure.error
@@ -190,9 +198,8 @@ class ModelStage:
             done = self._in_flight == 0 and not self._terminated
             if done:
                 self._terminated = True
-        if done and self._on_complete is not None:
-            with self._emit_lock:
-                self._on_complete()
+        if done:
+            self._finish()
 
     def terminate(self) -> None:
         """Stop: drop all queued work and emit nothing more."""
@@ -204,11 +211,12 @@ class ModelStage:
 
     def statistics(self) -> StageStatistics:
         with self._lock:
+            lanes = list(self._lanes.values())
             return StageStatistics(
-                streams=len(self._lanes),
+                streams=len(lanes),
                 queued_encode_slices=len(self._encode_queue),
-                encoded_waiting_slices=sum(len(lane.ready) for lane in self._lanes.values()),
-                decoding_streams=sum(lane.busy for lane in self._lanes.values()),
+                encoded_waiting_slices=sum(len(lane.ready) for lane in lanes),
+                decoding_streams=sum(lane.busy for lane in lanes),
                 in_flight_slices=self._in_flight,
                 frames_processed=self._frames,
                 encode_calls=self._encode_calls,
@@ -218,6 +226,20 @@ class ModelStage:
             )
 
     # ------------------------------------------------------------- scheduling
+
+    def _new_lane(self, sid: str, sample_rate: int, predecessor: _Lane | None) -> _Lane:
+        """Start a stream's lane (lock held); a still-emitting predecessor goes first."""
+        lane = _Lane(
+            sid,
+            sample_rate,
+            self._encodable.get(sample_rate, False),
+            self._initial_state.copy(),
+        )
+        if predecessor is not None and not predecessor.gone:
+            lane.waiting_for = predecessor
+            predecessor.successor = lane
+        self._lanes[sid] = lane
+        return lane
 
     def _schedule(self, task: Callable[[Backend], None], priority: int) -> None:
         try:
@@ -245,31 +267,27 @@ class ModelStage:
             if self._terminated:
                 return
             budget = min(self._max_batch_frames, self._share(self._encode_queued_frames))
-            batch: list[AudioSlice] = []
+            batch: list[tuple[_Lane, AudioSlice]] = []
             frames = 0
             while self._encode_queue and (
-                not batch or frames + self._encode_queue[0].num_frames <= budget
+                not batch or frames + self._encode_queue[0][1].num_frames <= budget
             ):
-                item = self._encode_queue.popleft()
+                lane, item = self._encode_queue.popleft()
                 self._encode_queued_frames -= item.num_frames
-                lane = self._lanes.get(item.stream_id)
-                if lane is None or lane.error is not None:
+                if lane.gone or lane.error is not None:
                     continue
-                batch.append(item)
+                batch.append((lane, item))
                 frames += item.num_frames
         if not batch:
             return
-        outcomes = self._call_isolated(
-            batch,
-            lambda items: self._encode_call(backend, items),
-        )
+        slices = [item for _, item in batch]
+        outcomes = self._call_isolated(slices, lambda items: self._encode_call(backend, items))
         marked = 0
         failed: list[_Lane] = []
         with self._lock:
             self._encode_calls += 1
-            for item, outcome in zip(batch, outcomes, strict=True):
-                lane = self._lanes.get(item.stream_id)
-                if lane is None or lane.error is not None:
+            for (lane, item), outcome in zip(batch, outcomes, strict=True):
+                if lane.gone or lane.error is not None:
                     continue
                 if isinstance(outcome, BaseException):
                     lane.error = _slice_error("encoding", item, outcome)
@@ -325,8 +343,10 @@ class ModelStage:
                     if lane.error is None:
                         lane.error = _slice_error("decoding", works[0].slice, outcome)
                     lane.busy = False
-                    self._release(len(works), lane)
+                    done = self._release(len(works), lane)
                 self._flush_failure(lane)
+                if done:
+                    self._finish()
                 continue
             self._emit_run(lane, works, outcome)
 
@@ -363,13 +383,20 @@ class ModelStage:
             expected = sum(w.slice.num_frames for w in works)
             if result.probabilities.shape != (expected,):
                 raise ValueError(
-                    f"backend returned {result.probabilities.shape} probabilities for {expected} frames"
+                    f"backend returned {result.probabilities.shape} probabilities "
+                    f"for {expected} frames"
                 )
             if not np.isfinite(result.probabilities).all():
                 raise ValueError("backend returned non-finite probabilities")
         return out
 
     def _emit_run(self, lane: _Lane, works: list[_Work], result: ModelResult) -> None:
+        last = works[-1].slice.is_last
+        with self._lock:  # bookkeeping first: the lane stays held (busy) until emitted
+            lane.state = result.state
+            lane.next_seq += len(works)
+            if last:
+                self._retire(lane)
         probabilities = np.asarray(result.probabilities, dtype=np.float32)
         offset = 0
         with self._emit_lock:
@@ -390,36 +417,35 @@ class ModelStage:
                         )
                     )
                 offset += n
-        last = works[-1].slice.is_last
-        schedule = False
+        failed_successor = None
         with self._lock:
-            lane.state = result.state
-            lane.next_seq += len(works)
             lane.busy = False
             self._frames += offset
             if last:
-                self._lanes.pop(lane.stream_id, None)
+                marked, failed_successor = self._release_successor(lane)
             else:
-                schedule = self._mark_if_ready(lane)
-            pending_failure = lane.error is not None
+                marked = int(self._mark_if_ready(lane))
+            pending_failure = lane.error is not None and not lane.gone
             done = self._release(len(works), lane)
         if pending_failure:
             self._flush_failure(lane)
-        if schedule:
+        if failed_successor is not None:
+            self._flush_failure(failed_successor)
+        for _ in range(marked):
             self._schedule(self._run_decode, URGENT)
         if done:
             self._finish()
 
     # --------------------------------------------------------------- failures
 
-    def _call_isolated(self, items: Sequence, call: Callable) -> list:  # type: ignore[type-arg]
+    def _call_isolated(self, items: Sequence[Any], call: Callable[[Any], Any]) -> list[Any]:
         """``call(items)``; if it raises, call each item alone so only the faulty ones fail."""
         try:
             return list(call(items))
         except Exception as exc:  # noqa: BLE001 - isolated below
             if len(items) == 1:
                 return [exc]
-        outcomes: list = []  # type: ignore[type-arg]
+        outcomes: list[Any] = []
         for item in items:
             try:
                 outcomes.extend(call([item]))
@@ -428,31 +454,58 @@ class ModelStage:
         return outcomes
 
     def _flush_failure(self, lane: _Lane) -> None:
-        """Emit a failed lane's failure once no worker holds the lane, then forget the lane.
+        """Emit a failed lane's failure once no worker holds it, then retire the lane.
 
         Until the stream's last slice arrives, its further slices are dropped.
         """
         with self._lock:
-            if lane.busy or self._lanes.get(lane.stream_id) is not lane or lane.error is None:
-                return
+            if lane.busy or lane.gone or lane.error is None or lane.waiting_for is not None:
+                return  # whoever releases the lane flushes the failure
             lane.busy = True
             error = lane.error
-            del self._lanes[lane.stream_id]
+            self._retire(lane)
             if not lane.saw_last:
                 self._tombstones.add(lane.stream_id)
-            dropped = lane.queued
             self._encode_queue = deque(
-                s for s in self._encode_queue if s.stream_id != lane.stream_id
+                (owner, item) for owner, item in self._encode_queue if owner is not lane
             )
-            self._encode_queued_frames = sum(s.num_frames for s in self._encode_queue)
+            self._encode_queued_frames = sum(item.num_frames for _, item in self._encode_queue)
             lane.ready.clear()
             self._failed += 1
-            done = self._release(dropped, lane)
+            done = self._release(lane.queued, lane)
         with self._emit_lock:
             if not self._terminated:
                 self._emit(StreamFailure(lane.stream_id, error))
+        with self._lock:
+            lane.busy = False
+            marked, failed_successor = self._release_successor(lane)
+        if failed_successor is not None:
+            self._flush_failure(failed_successor)
+        for _ in range(marked):
+            self._schedule(self._run_decode, URGENT)
         if done:
             self._finish()
+
+    def _retire(self, lane: _Lane) -> None:
+        """The lane takes no more work (lock held)."""
+        lane.gone = True
+        if self._lanes.get(lane.stream_id) is lane:
+            del self._lanes[lane.stream_id]
+
+    def _release_successor(self, lane: _Lane) -> tuple[int, _Lane | None]:
+        """Let the next generation of the stream id decode and emit (lock held).
+
+        Returns how many decode tasks to schedule, and the successor if it failed
+        while waiting (the caller flushes that failure once the lock is released).
+        """
+        successor = lane.successor
+        if successor is None:
+            return 0, None
+        lane.successor = None
+        successor.waiting_for = None
+        if successor.error is not None:
+            return 0, successor
+        return int(self._mark_if_ready(successor)), None
 
     def _release(self, count: int, lane: _Lane) -> bool:
         """Account for ``count`` slices leaving the stage (lock held); True if the stage is done."""

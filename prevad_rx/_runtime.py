@@ -1,8 +1,9 @@
-"""Event-loop helpers: run with uvloop when it is installed, and bridge observables to ``async for``."""
+"""Event-loop helpers: run on uvloop where installed; bridge observables to ``async for``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -50,10 +51,8 @@ async def aiter_observable(source: Observable[T]) -> AsyncIterator[T]:
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     def put(item: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody is iterating any more
             loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # loop closed: nobody is iterating any more
-            pass
 
     subscription = source.subscribe(put, lambda error: put(_Raise(error)), lambda: put(_DONE))
     try:

@@ -1,4 +1,4 @@
-"""Silero's hysteresis state machine, run incrementally so decisions are emitted as early as exactness allows.
+"""Silero's hysteresis state machine, run incrementally: each decision as early as exactness allows.
 
 silero-vad's ``get_speech_timestamps`` works in two passes over a finished
 list of frame probabilities: a loop that finds raw segments, then a padding

@@ -1,4 +1,4 @@
-"""VADStream: one audio stream inside a :class:`~prevad_rx.VADEngine`, used from the engine's loop."""
+"""VADStream: one audio stream inside a :class:`~prevad_rx.VADEngine`, used on the engine's loop."""
 
 from __future__ import annotations
 

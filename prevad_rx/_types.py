@@ -3,7 +3,8 @@
 ::
 
     AudioChunk ──window_slices──▶ AudioSlice ──parallel_map_on_pool──▶ FrameProbabilities
-       ──reorder_by_seq──▶ FrameProbabilities ──merge_segments──▶ SpeechEvent ──emit_events──▶ SpeechEvent
+      ──reorder_by_seq──▶ FrameProbabilities ──merge_segments──▶ SpeechEvent
+      ──emit_events──▶ SpeechEvent
 
 A :class:`StreamFailure` may appear anywhere in the chain in place of an item;
 every operator forwards it and forgets that stream's state, so one stream's
@@ -271,7 +272,7 @@ class StreamFailure:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class StreamResult:
-    """What :meth:`VADStream.close` returns: the whole stream's segments and, if kept, probabilities."""
+    """What :meth:`VADStream.close` returns: all segments and, if kept, all probabilities."""
 
     stream_id: str
     sample_rate: int

@@ -135,7 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command!r}")
-    return 2  # pragma: no cover
 
 
 if __name__ == "__main__":

@@ -98,10 +98,8 @@ def random_probabilities(rng: np.random.Generator, n: int) -> np.ndarray:
     while i < n:
         dwell = int(rng.geometric(1.0 / rng.choice([2, 5, 12, 40, 120])))
         dwell = max(1, min(dwell, n - i))
-        if speech:
-            values = rng.uniform(0.4, 1.0, dwell)
-        else:
-            values = rng.uniform(0.0, 0.6, dwell)
+        low, high = (0.4, 1.0) if speech else (0.0, 0.6)
+        values = rng.uniform(low, high, dwell)
         mask = rng.random(dwell) < 0.15
         values[mask] = rng.choice(edge_values, int(mask.sum()))
         nudge = rng.random(dwell) < 0.05

@@ -103,7 +103,7 @@ class OnnxBackend(Backend):
                 results[i] = ModelResult(np.zeros(0, np.float32), request.state)
         if active:
             lengths = np.array([requests[i].features.shape[0] for i in active], np.int32)
-            steps = int(lengths.max())
+            steps = int(np.max(lengths))
             batch = np.zeros((steps, len(active), _FEATURE_DIM), np.float32)
             for column, i in enumerate(active):
                 batch[: lengths[column], column] = requests[i].features
@@ -157,7 +157,7 @@ class OnnxBackend(Backend):
         return [r for r in results if r is not None]
 
     def _stream_8k(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
-        """Step the streaming model frame by frame, all streams that have a frame at step t batched."""
+        """Step the streaming model frame by frame; streams with a frame at a step share it."""
         session = self._session("streaming")
         lengths = [r.windows.shape[0] for r in requests]
         probs = [np.zeros(n, np.float32) for n in lengths]

@@ -1,4 +1,4 @@
-"""Backend factory and registry: built-ins, ``register_backend``, and the ``prevad_rx.backends`` entry points."""
+"""Backend factory and registry: built-ins, ``register_backend``, and entry points."""
 
 from __future__ import annotations
 

@@ -1,0 +1,122 @@
+"""Shared fixtures: speech audio, silero-vad goldens, event loops, worker pools."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import prevad_rx as pv
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden"
+
+#: Every async test runs on both loops: asyncio's own and uvloop.
+LOOPS = [
+    pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+]
+
+
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+def decode_f32(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").copy()
+
+
+@dataclass(frozen=True)
+class GoldenFixture:
+    """A speech fixture with silero-vad's probabilities and timestamps for it."""
+
+    file: str
+    audio: np.ndarray
+    sample_rate: int
+    probabilities: np.ndarray
+    timestamps: list[tuple[dict[str, Any], list[list[int]]]]
+
+    @property
+    def default_segments(self) -> list[list[int]]:
+        return self.timestamps[0][1]
+
+
+@cache
+def golden_fixtures() -> tuple[GoldenFixture, ...]:
+    data = json.loads((GOLDEN / "fixtures.json").read_text())
+    out = []
+    for entry in data["fixtures"]:
+        audio, rate = sf.read(ROOT / entry["file"], dtype="float32")
+        assert rate == entry["sample_rate"] and audio.size == entry["num_samples"]
+        out.append(
+            GoldenFixture(
+                file=entry["file"],
+                audio=audio,
+                sample_rate=rate,
+                probabilities=decode_f32(entry["probabilities"]),
+                timestamps=[(t["params"], t["segments"]) for t in entry["timestamps"]],
+            )
+        )
+    return tuple(out)
+
+
+@cache
+def segmenter_cases() -> list[dict[str, Any]]:
+    data = json.loads((GOLDEN / "segmenter_cases.json").read_text())
+    cases: list[dict[str, Any]] = data["cases"]
+    for case in cases:
+        case["probs"] = decode_f32(case["probabilities"])
+    return cases
+
+
+@pytest.fixture(scope="session")
+def fixtures16k() -> tuple[GoldenFixture, ...]:
+    return tuple(f for f in golden_fixtures() if f.sample_rate == 16000)
+
+
+@pytest.fixture(scope="session")
+def all_fixtures() -> tuple[GoldenFixture, ...]:
+    return golden_fixtures()
+
+
+@pytest.fixture(scope="session")
+def speech16k() -> GoldenFixture:
+    return next(f for f in golden_fixtures() if f.file.endswith("speech_16k.wav"))
+
+
+@pytest.fixture(scope="session")
+def speech8k() -> GoldenFixture:
+    return next(f for f in golden_fixtures() if f.sample_rate == 8000)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[pv.WorkerPool]:
+    with pv.WorkerPool("onnx", num_workers=2) as shared:
+        yield shared
+
+
+def segments_as_lists(segments: Any) -> list[list[int]]:
+    return [[s.start_sample, s.end_sample] for s in segments]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Every test must end with the threads it started ended (pools closed)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leaked = [
+        t
+        for t in threading.enumerate()
+        if t.ident not in before and t.is_alive() and t.name.startswith("prevad-rx")
+    ]
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"

@@ -1,0 +1,187 @@
+"""parallel_map_on_pool: exact results, parallel encoding, ordered recurrent decoding, batching."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import reactivex as rx
+
+import prevad_rx as pv
+from prevad_rx.backends import _registry
+from prevad_rx.operators import parallel_map_on_pool, reorder_by_seq, window_slices
+from tests.conftest import GoldenFixture
+from tests.operators.helpers import chunked, collect, interleave
+from tests.spy_backends import POISON, CallLog, make_spy
+
+
+@pytest.fixture(autouse=True)
+def spy_registered() -> Iterator[None]:
+    pv.register_backend("spy", make_spy, replace=True)
+    yield
+    _registry._registered.pop("spy", None)
+
+
+def probabilities_by_stream(out: list[object]) -> dict[str, np.ndarray]:
+    result: dict[str, list[np.ndarray]] = {}
+    for item in out:
+        assert isinstance(item, pv.FrameProbabilities)
+        result.setdefault(item.stream_id, []).append(item.probabilities)
+    return {sid: np.concatenate(parts) for sid, parts in result.items()}
+
+
+def test_many_interleaved_streams_are_exact(
+    pool: pv.WorkerPool, all_fixtures: tuple[GoldenFixture, ...]
+) -> None:
+    rng = np.random.default_rng(5)
+    streams = []
+    expected = {}
+    for k in range(12):
+        fixture = all_fixtures[k % len(all_fixtures)]
+        sid = f"s{k}"
+        sizes = [int(s) for s in rng.integers(1, 20000, 5)]
+        streams.append(chunked(sid, fixture.audio, sizes, fixture.sample_rate))
+        expected[sid] = fixture.probabilities
+    out = collect(
+        interleave(streams, rng), window_slices(9), parallel_map_on_pool(pool), reorder_by_seq()
+    )
+    got = probabilities_by_stream(out)
+    for sid, probs in expected.items():
+        np.testing.assert_array_equal(got[sid], probs)
+    # results leave the model stage already in per-stream order
+    for sid in expected:
+        seqs = [o.seq for o in out if o.stream_id == sid]
+        assert seqs == sorted(seqs)
+
+
+def test_slices_of_one_stream_are_encoded_in_parallel(speech16k: GoldenFixture) -> None:
+    """Two slices of the same chunk meet at a barrier inside encode: only possible if both
+    workers run them at the same time."""
+    log = CallLog()
+    barrier = threading.Barrier(2)
+    options = {"log": log, "encode_barrier": barrier}
+    with pv.WorkerPool("spy", 2, backend_options=options) as pool:
+        chunk = pv.AudioChunk("a", speech16k.audio[: 512 * 32])
+        end = pv.AudioChunk("a", np.zeros(0, np.float32), end_of_stream=True)
+        out = collect([chunk, end], window_slices(16), parallel_map_on_pool(pool))
+    assert not barrier.broken
+    assert {thread for thread, _ in log.encodes} == {"prevad-rx-0", "prevad-rx-1"}
+    np.testing.assert_array_equal(probabilities_by_stream(out)["a"], speech16k.probabilities[:32])
+
+
+def test_streams_ready_together_share_one_encoder_and_one_decoder_call(
+    speech16k: GoldenFixture,
+) -> None:
+    log = CallLog()
+    gate = threading.Event()
+    with pv.WorkerPool("spy", 1, backend_options={"log": log}) as pool:
+        pool.submit(lambda backend: gate.wait(30))  # hold the only worker
+        items = [pv.AudioChunk(f"s{i}", speech16k.audio[: 512 * 4]) for i in range(10)]
+        done = threading.Event()
+        out: list[object] = []
+        rx.from_iterable(items).pipe(window_slices(), parallel_map_on_pool(pool)).subscribe(
+            out.append, on_completed=done.set
+        )
+        gate.set()  # every slice is queued before the worker encodes anything
+        assert done.wait(30)
+    assert log.encodes[0][1] == 10 * 4  # all ten streams in one encoder call
+    assert log.decodes[0][1] == 10  # and in one decoder call
+    got = probabilities_by_stream([o for o in out if o.num_frames])  # type: ignore[attr-defined]
+    for i in range(10):
+        np.testing.assert_array_equal(got[f"s{i}"], speech16k.probabilities[:4])
+
+
+def test_backends_are_created_initialized_and_closed_on_their_own_threads() -> None:
+    log = CallLog()
+    with pv.WorkerPool("spy", 3, backend_options={"log": log}):
+        pass
+    for calls in (log.created_on, log.initialized_on, log.closed_on):
+        assert sorted(calls) == ["prevad-rx-0", "prevad-rx-1", "prevad-rx-2"]
+
+
+@pytest.mark.parametrize("stage", ["encode", "process"])
+def test_a_backend_fault_fails_only_the_affected_stream(
+    stage: str, all_fixtures: tuple[GoldenFixture, ...]
+) -> None:
+    """A poisoned slice raises inside a batched call; the call is retried item by item so
+    only its stream fails, and the workers keep serving."""
+    log = CallLog()
+    rate = 16000 if stage == "encode" else 8000
+    fixture = next(f for f in all_fixtures if f.sample_rate == rate)
+    bad_audio = fixture.audio.copy()
+    bad_audio[5000] = POISON
+    rng = np.random.default_rng(9)
+    streams = [chunked("bad", bad_audio, [4000], rate)] + [
+        chunked(f"ok{i}", fixture.audio, [int(rng.integers(500, 9000))], rate) for i in range(6)
+    ]
+    with pv.WorkerPool("spy", 2, backend_options={"log": log, "fail_on": stage}) as pool:
+        out = collect(interleave(streams, rng), window_slices(4), parallel_map_on_pool(pool))
+        stats = pool.statistics()
+    failures = [o for o in out if isinstance(o, pv.StreamFailure)]
+    assert [f.stream_id for f in failures] == ["bad"]
+    error = failures[0].error
+    assert error.stream_id == "bad" and error.seq is not None
+    assert f"injected {stage} fault" in str(error) and isinstance(error.__cause__, RuntimeError)
+    # the bad stream's results stop at the failure; everything else is exact
+    bad_items = [o for o in out if isinstance(o, pv.FrameProbabilities) and o.stream_id == "bad"]
+    assert all(o.seq < error.seq for o in bad_items)
+    assert out.index(failures[0]) > max((out.index(o) for o in bad_items), default=-1)
+    got = probabilities_by_stream(
+        [o for o in out if isinstance(o, pv.FrameProbabilities) and o.stream_id != "bad"]
+    )
+    for i in range(6):
+        np.testing.assert_array_equal(got[f"ok{i}"], fixture.probabilities)
+    assert stats.task_errors == 0
+
+
+def test_upstream_failures_pass_through_in_order(pool: pv.WorkerPool) -> None:
+    failure = pv.StreamFailure("a", pv.StreamFailedError("upstream", "a"))
+    out = collect([failure], parallel_map_on_pool(pool))
+    assert out == [failure]
+
+
+def test_stateless_map_failure_names_the_item(pool: pv.WorkerPool) -> None:
+    def explode(item: pv.AudioSlice) -> pv.AudioSlice:
+        raise ValueError("bad item")
+
+    chunk = pv.AudioChunk("a", np.zeros(1024, np.float32))
+    out = collect([chunk], window_slices(), parallel_map_on_pool(pool, explode))
+    assert all(isinstance(o, pv.StreamFailure) for o in out)
+    assert "mapping item 0 failed: bad item" in str(out[0].error)
+
+
+def test_max_pending_bounds_what_a_producer_can_queue(speech16k: GoldenFixture) -> None:
+    """With a gate holding the only worker, the producer thread blocks at the bound."""
+    log = CallLog()
+    gate = threading.Event()
+    with pv.WorkerPool("spy", 1, backend_options={"log": log, "encode_gate": gate}) as pool:
+        chunks = chunked("a", speech16k.audio[: 512 * 20], [512])  # 20 one-frame slices
+        submitted: list[int] = []
+        done = threading.Event()
+        source = rx.from_iterable(chunks).pipe(
+            window_slices(), rx.operators.do_action(lambda s: submitted.append(s.seq))
+        )
+        thread = threading.Thread(
+            target=lambda: source.pipe(parallel_map_on_pool(pool, max_pending=3)).subscribe(
+                on_completed=done.set
+            )
+        )
+        thread.start()
+        thread.join(0.5)  # the producer is stuck on the bound, not finished
+        assert thread.is_alive() and len(submitted) <= 3 + 1
+        gate.set()
+        thread.join(30)
+        assert done.wait(30) and len(submitted) == 21
+
+
+def test_bad_arguments(pool: pv.WorkerPool) -> None:
+    with pytest.raises(TypeError):
+        parallel_map_on_pool("pool")  # type: ignore[arg-type]
+    with pytest.raises(pv.ConfigError):
+        parallel_map_on_pool(pool, max_pending=0)
+    with pytest.raises(pv.ConfigError):
+        parallel_map_on_pool(pool, max_batch_frames=0)
+    with pytest.raises(TypeError, match="AudioSlice"):
+        collect(["x"], parallel_map_on_pool(pool))
