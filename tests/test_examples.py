@@ -1,0 +1,47 @@
+"""Every example runs, as a user would run it, and prints what it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, golden_fixtures
+
+
+def run_example(name: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def conversation_segments() -> list[list[int]]:
+    fixture = next(f for f in golden_fixtures() if f.file.endswith("conversation.wav"))
+    return fixture.default_segments
+
+
+def test_basic_usage() -> None:
+    out = run_example("basic_usage.py")
+    expected = conversation_segments()
+    assert f"{len(expected)} segments in 16.7 s of audio" in out
+    assert out.count("final:") >= len(expected) - 1
+
+
+def test_many_streams() -> None:
+    out = run_example("many_streams.py", "6")
+    assert out.count("speech starts") == out.count("speech ends") > 6
+    assert "6 streams," in out
+    assert "failed" not in out
+
+
+def test_custom_operators() -> None:
+    out = run_example("custom_operators.py")
+    rows = [json.loads(line.replace("'", '"')) for line in out.strip().splitlines()]
+    assert rows and all(row["end"] - row["start"] >= 1.0 for row in rows)

@@ -1,0 +1,58 @@
+"""The public API: explicit, complete, typed."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import prevad_rx as pv
+
+
+def test_all_is_sorted_unique_and_resolvable() -> None:
+    for module in (pv, pv.operators, pv.backends):
+        names = module.__all__
+        assert len(names) == len(set(names)), module
+        for name in names:
+            assert hasattr(module, name), (module.__name__, name)
+
+
+def test_every_public_name_of_a_private_module_is_exported() -> None:
+    """Whatever a private module declares public is reachable from a public namespace."""
+    exported = set(pv.__all__) | set(pv.operators.__all__) | set(pv.backends.__all__)
+    internal_only = {
+        "Handler",
+        "operator_from",
+        "NORMAL",
+        "URGENT",
+        "Task",
+        "ModelStage",
+        "Boundary",
+        "SpeechSegmenter",
+        "StreamResampler",
+        "to_float32_mono",
+        "validate_sample_rate",
+        "model_sample_rate",
+        "MIN_SAMPLE_RATE",
+        "MAX_SAMPLE_RATE",
+        "frame_geometry",
+        "pinned_digests",
+        "OnnxBackend",
+        "BackendFactory",
+        "DEFAULT_MAX_BUFFERED",
+        "HandlerErrorHandler",
+        "to_event",
+        "main",
+    }
+    package = Path(pv.__file__).parent
+    for info in pkgutil.walk_packages([str(package)], "prevad_rx."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", []):
+            assert name in exported or name in internal_only, (info.name, name)
+
+
+def test_typed_package_and_version() -> None:
+    assert (Path(pv.__file__).parent / "py.typed").is_file()
+    assert pv.__version__.count(".") == 2
