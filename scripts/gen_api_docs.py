@@ -67,7 +67,7 @@ def _entry(module_name: str, name: str, obj: Any) -> list[str]:
             lines += [_doc(obj), ""]
         members = _members(obj)
         if members:
-            lines += members + [""]
+            lines += [*members, ""]
     elif callable(obj):
         lines += ["```python", f"{name}{_signature(obj)}", "```", ""]
         if _doc(obj):
