@@ -185,12 +185,16 @@ class VADStream:
     async def close(self) -> StreamResult:
         """End the stream, wait for its last events, and return the whole result.
 
-        Raises the stream's :class:`~prevad_rx.StreamFailedError` if it failed.
-        Calling it again returns the same result.
+        A ``push()`` still waiting for room when ``close()`` is called raises
+        :class:`~prevad_rx.StreamClosedError` (its chunk is not taken). Raises the
+        stream's :class:`~prevad_rx.StreamFailedError` if it failed. Calling it
+        again returns the same result.
         """
+        if self._state == "open":
+            self._state = "closing"
+            self._signal.notify()  # a push still waiting for room gives up (StreamClosedError)
         async with self._push_lock:
-            if self._state == "open":
-                self._state = "closing"
+            if self._state == "closing" and not self._end_sent:
                 self._end_sent = True
                 self._engine._send(self._end_chunk())
         await asyncio.shield(self._done)

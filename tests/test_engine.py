@@ -303,3 +303,46 @@ async def test_statistics(speech16k: GoldenFixture) -> None:
         (mine,) = stats.streams
         assert mine.samples_pushed == 32000 and mine.frames_processed == 62
         assert mine.slices_in_flight == 0 and mine.state == "open"
+
+
+async def test_a_stalled_consumer_blocks_only_its_own_stream(speech16k: GoldenFixture) -> None:
+    async with pv.VADEngine(num_workers=2, max_buffered_events=2) as engine:
+        stalled = engine.open_stream("stalled")
+        unread = stalled.events()  # registered, never read: its backlog fills up
+        healthy = engine.open_stream("healthy")
+
+        async def feed(stream: pv.VADStream) -> None:
+            await push_all(stream, speech16k.audio, 16000)
+
+        stalled_feed = asyncio.create_task(feed(stalled))
+        await feed(healthy)
+        result = await healthy.close()
+        assert segments_as_lists(result.segments) == speech16k.default_segments
+        # the stalled stream's producer is waiting for its consumer, not finished
+        assert not stalled_feed.done()
+        stats = stalled._statistics()
+        assert stats.events_buffered >= 2 and stats.samples_pushed < speech16k.audio.size
+        # reading the events lets it go on to the end
+        kinds = []
+        async for event in unread:
+            kinds.append(event.kind)
+            if len(kinds) == 2 * len(speech16k.default_segments) - 1:
+                await stalled_feed
+                await stalled.close()
+        assert kinds == ["start", "end"] * len(speech16k.default_segments)
+
+
+async def test_close_releases_a_push_waiting_for_room(speech16k: GoldenFixture) -> None:
+    async with pv.VADEngine(num_workers=1, max_buffered_events=1) as engine:
+        stream = engine.open_stream()
+        stream.events()  # never read
+        position = 0
+        while not stream._statistics().events_buffered:  # fill the backlog
+            await stream.push(speech16k.audio[position : position + 4000])
+            await stream.flush()
+            position += 4000
+        blocked = asyncio.create_task(stream.push(speech16k.audio[position:]))
+        result = await stream.close()
+        with pytest.raises(pv.StreamClosedError):
+            await blocked
+    assert result.num_samples == position
