@@ -13,9 +13,13 @@ Without ``--wheel`` the wheel is fetched with ``pip download silero-vad==6.2.3
    **decoder** (LSTM + output head), and gives the decoder a batch dimension
    and the LSTM's ``sequence_lens`` input so several streams with runs of
    different lengths share one call;
-3. checks that encoder + decoder reproduce the sequence model bit for bit, and
+3. for the fast encoder (``prevad_rx/backends/_fast_encoder.py``): saves the
+   STFT basis and the first two convolutions' weights as GEMM matrices
+   (``silero_vad_16k_encoder_gemm.npz``) and cuts the encoder's last two
+   convolutions out as ``silero_vad_16k_encoder_tail.onnx``;
+4. checks that encoder + decoder reproduce the sequence model bit for bit, and
    that a batched decoder call equals per-stream calls bit for bit;
-4. writes ``SHA256SUMS``, or with ``--check`` verifies the shipped files
+5. writes ``SHA256SUMS``, or with ``--check`` verifies the shipped files
    against it instead of writing anything.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import subprocess
 import sys
 import tempfile
@@ -33,7 +38,7 @@ import numpy as np
 import onnx
 import onnx.utils
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "prevad_rx" / "backends" / "models"
@@ -50,7 +55,12 @@ SHIPPED = [
     "silero_vad_16k_sequence.onnx",
     "silero_vad_16k_encoder.onnx",
     "silero_vad_16k_decoder.onnx",
+    "silero_vad_16k_encoder_tail.onnx",
+    "silero_vad_16k_encoder_gemm.npz",
 ]
+#: Output of the encoder's second convolution: the fast encoder computes up to here
+#: with large GEMMs and hands over to the original graph's last two convolutions.
+TAIL_TENSOR = "/Relu_1_output_0"
 
 
 def fetch_wheel(dest: Path) -> Path:
@@ -98,6 +108,35 @@ def derive(wheel: Path, out: Path) -> None:
     lstm.input[4] = "sequence_lens"
     onnx.checker.check_model(model)
     onnx.save(model, str(decoder))
+
+    onnx.utils.extract_model(
+        sequence, str(out / "silero_vad_16k_encoder_tail.onnx"), [TAIL_TENSOR], [CUT_TENSOR]
+    )
+    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(sequence).graph.initializer}
+    conv0 = weights["encoder.0.weight"]  # [128, 129, 3]
+    conv1 = weights["encoder.1.weight"]  # [64, 128, 3]
+    # GEMM operands with K in the convolution's own (channel, tap) order
+    gemm = {
+        "stft_basis_t": weights["stft.forward_basis_buffer"][:, 0, :].T,  # [256, 258]
+        "conv0_w_t": conv0.reshape(conv0.shape[0], -1).T,  # [387, 128]
+        "conv0_b": weights["encoder.0.bias"],
+        "conv1_w_t": conv1.reshape(conv1.shape[0], -1).T,  # [384, 64]
+        "conv1_b": weights["encoder.1.bias"],
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in gemm.items()})
+    (out / "silero_vad_16k_encoder_gemm.npz").write_bytes(_deterministic_npz(buffer.getvalue()))
+
+
+def _deterministic_npz(data: bytes) -> bytes:
+    """Rewrite a .npz (a zip) with fixed timestamps, so the file's hash is reproducible."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for info in sorted(source.infolist(), key=lambda i: i.filename):
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            target.writestr(fixed, source.read(info.filename))
+    return out.getvalue()
 
 
 def session(path: Path) -> ort.InferenceSession:

@@ -23,6 +23,8 @@ MODEL_FILES = {
     "sequence": "silero_vad_16k_sequence.onnx",
     "encoder": "silero_vad_16k_encoder.onnx",
     "decoder": "silero_vad_16k_decoder.onnx",
+    "encoder_tail": "silero_vad_16k_encoder_tail.onnx",
+    "encoder_gemm": "silero_vad_16k_encoder_gemm.npz",
 }
 
 _lock = threading.Lock()

@@ -5,17 +5,24 @@ to it and to the streaming model): :meth:`OnnxBackend.encode` takes frames of an
 streams in one call; :meth:`OnnxBackend.decode` advances several streams in one
 LSTM call (padded to the longest run, with ``sequence_lens``). 8 kHz runs through
 the streaming model's 8 kHz branch, one frame per step with all streams batched.
+
+The encoder runs as large GEMMs (:mod:`prevad_rx.backends._fast_encoder`) for
+batches where that was verified bit-identical to the reference encoder on this
+machine at start-up, and through the reference graph otherwise.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from prevad_rx._errors import BackendError
 from prevad_rx.backends._base import Backend, DecodeRequest, ModelRequest, ModelResult
+from prevad_rx.backends._fast_encoder import FastEncoder, limit_blas_threads, verify
 from prevad_rx.backends._models import model_path
 
 if TYPE_CHECKING:
@@ -23,8 +30,17 @@ if TYPE_CHECKING:
 
 __all__ = ["OnnxBackend"]
 
+log = logging.getLogger("prevad_rx.backends")
+
 _FEATURES = "/Transpose_output_0"
 _FEATURE_DIM = 128
+
+EncoderMode = Literal["auto", "fast", "reference"]
+
+# The fast encoder's verification is done once per process (it does not depend on the
+# instance): None until done, then the smallest verified batch size or 0 for "never".
+_verify_lock = threading.Lock()
+_verified_minimum: int | None = None
 
 
 class OnnxBackend(Backend):
@@ -35,6 +51,12 @@ class OnnxBackend(Backend):
             worker pool provides the parallelism.
         providers: ORT execution providers.
         verify_models: check the shipped files' sha256 pins on first use.
+        encoder: ``"auto"`` (default) uses the fast GEMM encoder for the batch
+            sizes where it was verified bit-identical to the reference at
+            start-up; ``"fast"`` requires that verification to succeed;
+            ``"reference"`` always runs the original graph.
+        limit_blas_threads: with the fast encoder, make BLAS single-threaded
+            process-wide (the pool is the parallelism; see docs/performance.md).
     """
 
     name = "onnx"
@@ -45,13 +67,21 @@ class OnnxBackend(Backend):
         intra_op_threads: int = 1,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         verify_models: bool = True,
+        encoder: EncoderMode = "auto",
+        limit_blas_threads: bool = True,
     ) -> None:
         if not isinstance(intra_op_threads, int) or intra_op_threads < 1:
             raise BackendError(f"intra_op_threads must be an int >= 1, got {intra_op_threads!r}")
+        if encoder not in ("auto", "fast", "reference"):
+            raise BackendError(f"encoder must be 'auto', 'fast' or 'reference', got {encoder!r}")
         self._threads = intra_op_threads
         self._providers = list(providers)
         self._verify = verify_models
+        self._encoder_mode = encoder
+        self._limit_blas = limit_blas_threads
         self._sessions: dict[str, Any] = {}
+        self._fast: FastEncoder | None = None
+        self._fast_minimum = 0
 
     def initialize(self) -> None:
         import onnxruntime as ort
@@ -65,9 +95,53 @@ class OnnxBackend(Backend):
             self._sessions[role] = ort.InferenceSession(
                 str(path), sess_options=options, providers=self._providers
             )
+        if self._encoder_mode != "reference":
+            self._start_fast_encoder(ort, options)
+
+    def _start_fast_encoder(self, ort: Any, options: Any) -> None:
+        global _verified_minimum
+        if self._limit_blas:
+            limit_blas_threads()
+        tail = ort.InferenceSession(
+            str(model_path("encoder_tail", verify=self._verify)),
+            sess_options=options,
+            providers=self._providers,
+        )
+        with np.load(model_path("encoder_gemm", verify=self._verify)) as data:
+            weights = {name: data[name] for name in data.files}
+        fast = FastEncoder(weights, tail)
+        with _verify_lock:
+            if _verified_minimum is None:
+                minimum = verify(fast, self._reference_encode)
+                _verified_minimum = minimum or 0
+                if minimum is None:
+                    log.warning(
+                        "prevad_rx: the fast encoder is not bit-identical to the reference "
+                        "on this machine; using the reference encoder"
+                    )
+                else:
+                    log.info(
+                        "prevad_rx: fast encoder verified for batches of >= %d frames", minimum
+                    )
+            minimum = _verified_minimum
+        if not minimum:
+            if self._encoder_mode == "fast":
+                raise BackendError(
+                    "encoder='fast': the fast encoder is not bit-identical to the reference "
+                    "encoder on this machine"
+                )
+            return
+        self._fast = fast
+        self._fast_minimum = minimum
+
+    @property
+    def fast_encoder_minimum(self) -> int | None:
+        """Smallest batch the fast encoder runs (None: the reference encoder runs everything)."""
+        return self._fast_minimum if self._fast is not None else None
 
     def close(self) -> None:
         self._sessions.clear()
+        self._fast = None
 
     def _session(self, role: str) -> Any:
         try:
@@ -86,10 +160,15 @@ class OnnxBackend(Backend):
         n = windows.shape[0]
         if n == 0:
             return np.zeros((0, _FEATURE_DIM), np.float32)
+        if self._fast is not None and n >= self._fast_minimum:
+            return self._fast(windows)
+        return self._reference_encode(windows)
+
+    def _reference_encode(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
         (features,) = self._session("encoder").run(
             None, {"input": np.ascontiguousarray(windows, dtype=np.float32)}
         )
-        return np.asarray(features).reshape(n, _FEATURE_DIM)
+        return np.asarray(features).reshape(windows.shape[0], _FEATURE_DIM)
 
     def decode(self, requests: Sequence[DecodeRequest]) -> list[ModelResult]:
         results: list[ModelResult | None] = [None] * len(requests)
