@@ -60,6 +60,27 @@ def _build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--min-silence-ms", type=float, default=100)
     detect.add_argument("--speech-pad-ms", type=float, default=30)
     detect.add_argument("--max-speech-s", type=float, default=float("inf"))
+
+    bench = commands.add_parser(
+        "bench", help="benchmark against the reference ways of running Silero, in one run"
+    )
+    bench.add_argument(
+        "--scenario",
+        action="append",
+        choices=["offline", "latency", "live", "memory"],
+        help="run only these (repeatable; default: all)",
+    )
+    bench.add_argument("--workers", type=_positive_int, default=None, help="worker threads")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    bench.add_argument(
+        "--output",
+        type=Path,
+        default=Path("benchmarks/out"),
+        help="folder for bench.json and bench.md (default: benchmarks/out)",
+    )
+    bench.add_argument(
+        "--results", type=Path, default=None, help="also write the tables to this Markdown file"
+    )
     return parser
 
 
@@ -122,6 +143,19 @@ async def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from prevad_rx.bench import SCENARIOS, BenchOptions, run_benchmarks, write_results
+    from prevad_rx.bench import progress_to_stderr as progress
+
+    options = BenchOptions(quick=args.quick, progress=progress)
+    if args.workers:
+        options.workers = args.workers
+    results = run_benchmarks(options, args.scenario or tuple(SCENARIOS))
+    write_results(results, args.output, args.results)
+    print((args.output / "bench.md").read_text(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prevad-rx`` console script."""
     parser = _build_parser()
@@ -129,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "detect":
             return run(_detect(args))
+        if args.command == "bench":
+            return _bench(args)
     except (UserError, PrevadError) as exc:
         print(f"prevad-rx: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, PrevadError) and isinstance(exc, ValueError) else 1

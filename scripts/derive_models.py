@@ -15,8 +15,9 @@ Without ``--wheel`` the wheel is fetched with ``pip download silero-vad==6.2.3
    different lengths share one call;
 3. for the fast encoder (``prevad_rx/backends/_fast_encoder.py``): saves the
    STFT basis and the first two convolutions' weights as GEMM matrices
-   (``silero_vad_16k_encoder_gemm.npz``) and cuts the encoder's last two
-   convolutions out as ``silero_vad_16k_encoder_tail.onnx``;
+   (``silero_vad_16k_encoder_gemm.npz``) and writes the encoder's last two
+   convolutions as per-frame batched matrix products
+   (``silero_vad_16k_encoder_tail.onnx``);
 4. checks that encoder + decoder reproduce the sequence model bit for bit, and
    that a batched decoder call equals per-stream calls bit for bit;
 5. writes ``SHA256SUMS``, or with ``--check`` verifies the shipped files
@@ -58,9 +59,6 @@ SHIPPED = [
     "silero_vad_16k_encoder_tail.onnx",
     "silero_vad_16k_encoder_gemm.npz",
 ]
-#: Output of the encoder's second convolution: the fast encoder computes up to here
-#: with large GEMMs and hands over to the original graph's last two convolutions.
-TAIL_TENSOR = "/Relu_1_output_0"
 
 
 def fetch_wheel(dest: Path) -> Path:
@@ -109,10 +107,8 @@ def derive(wheel: Path, out: Path) -> None:
     onnx.checker.check_model(model)
     onnx.save(model, str(decoder))
 
-    onnx.utils.extract_model(
-        sequence, str(out / "silero_vad_16k_encoder_tail.onnx"), [TAIL_TENSOR], [CUT_TENSOR]
-    )
     weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(sequence).graph.initializer}
+    onnx.save(encoder_tail(weights), str(out / "silero_vad_16k_encoder_tail.onnx"))
     conv0 = weights["encoder.0.weight"]  # [128, 129, 3]
     conv1 = weights["encoder.1.weight"]  # [64, 128, 3]
     # GEMM operands with K in the convolution's own (channel, tap) order
@@ -126,6 +122,65 @@ def derive(wheel: Path, out: Path) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in gemm.items()})
     (out / "silero_vad_16k_encoder_gemm.npz").write_bytes(_deterministic_npz(buffer.getvalue()))
+
+
+def encoder_tail(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The encoder's last two convolutions as one graph of batched MatMuls.
+
+    Inputs ``h1`` [n, 2, 64] (time, channel: the fast encoder's layout) and ``zeros``
+    [n, 64, 1]; output the features [n, 1, 128]. Each convolution is the matrix
+    product ORT's ``Conv`` computes per frame -- weights [out, channel x tap] times
+    that frame's im2col column [channel x tap, 1] with zeros at the padded taps --
+    done by ``MatMul`` with the frames as a batch, so each frame's product has the
+    same shape as in the original graph.
+    """
+    w2, b2 = weights["encoder.2.weight"], weights["encoder.2.bias"]  # [64, 64, 3]
+    w3, b3 = weights["encoder.3.weight"], weights["encoder.3.bias"]  # [128, 64, 3]
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name)
+        for name, array in (
+            ("w2", w2.reshape(64, 192)),
+            ("b2", b2.reshape(64, 1)),
+            ("w3", w3.reshape(128, 192)),
+            ("b3", b3.reshape(128, 1)),
+        )
+    ] + [
+        numpy_helper.from_array(np.array(v, np.int64), name)
+        for name, v in (
+            ("column", [0, 192, 1]),
+            ("features", [0, 1, 128]),
+        )
+    ]
+    # The zero taps come in as an input and are joined with Concat: for these tiny
+    # tensors ORT's Pad (and a broadcast Mul) cost more than the products themselves.
+    nodes = [
+        helper.make_node("Transpose", ["h1"], ["ncl"], perm=[0, 2, 1]),  # [n, 64, 2]
+        helper.make_node("Concat", ["zeros", "ncl"], ["taps2"], axis=2),  # [n, 64, 3]
+        helper.make_node("Reshape", ["taps2", "column"], ["col2"]),  # [n, 192, 1]
+        helper.make_node("MatMul", ["w2", "col2"], ["mm2"]),  # [n, 64, 1]
+        helper.make_node("Add", ["mm2", "b2"], ["add2"]),
+        helper.make_node("Relu", ["add2"], ["h2"]),
+        helper.make_node("Concat", ["zeros", "h2", "zeros"], ["taps3"], axis=2),  # [n, 64, 3]
+        helper.make_node("Reshape", ["taps3", "column"], ["col3"]),
+        helper.make_node("MatMul", ["w3", "col3"], ["mm3"]),  # [n, 128, 1]
+        helper.make_node("Add", ["mm3", "b3"], ["add3"]),
+        helper.make_node("Relu", ["add3"], ["h3"]),
+        helper.make_node("Reshape", ["h3", "features"], [CUT_TENSOR]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "silero_vad_16k_encoder_tail",
+        [
+            helper.make_tensor_value_info("h1", TensorProto.FLOAT, ["n", 2, 64]),
+            helper.make_tensor_value_info("zeros", TensorProto.FLOAT, ["n", 64, 1]),
+        ],
+        [helper.make_tensor_value_info(CUT_TENSOR, TensorProto.FLOAT, ["n", 1, 128])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)], ir_version=8)
+    model.producer_name = "prevad_rx scripts/derive_models.py"
+    onnx.checker.check_model(model)
+    return model
 
 
 def _deterministic_npz(data: bytes) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +18,7 @@ from typing import Any
 
 import prevad_rx
 import prevad_rx.backends
+import prevad_rx.bench
 import prevad_rx.operators
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,7 @@ SECTIONS: list[tuple[str, ModuleType, str]] = [
     ("prevad_rx", prevad_rx, "import prevad_rx as pv"),
     ("prevad_rx.operators", prevad_rx.operators, "from prevad_rx import operators"),
     ("prevad_rx.backends", prevad_rx.backends, "from prevad_rx import backends"),
+    ("prevad_rx.bench", prevad_rx.bench, "from prevad_rx import bench"),
 ]
 
 
@@ -96,7 +99,8 @@ def render() -> str:
             if name.startswith("__"):
                 continue
             lines += _entry(module_name, name, getattr(module, name))
-    return "\n".join(lines).rstrip() + "\n"
+    text = "\n".join(lines).rstrip() + "\n"
+    return re.sub(r" at 0x[0-9a-f]+", "", text)  # object addresses change from run to run
 
 
 def main() -> None:

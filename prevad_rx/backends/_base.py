@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -30,8 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "DecodeRequest", "ModelRequest", "ModelResult"]
 
 
-@dataclass(frozen=True, slots=True)
-class ModelRequest:
+class ModelRequest(NamedTuple):
     """Run the whole model over ``windows`` ([n, context + frame]) of one stream from ``state``."""
 
     windows: NDArray[np.float32]
@@ -39,8 +37,7 @@ class ModelRequest:
     sample_rate: int
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeRequest:
+class DecodeRequest(NamedTuple):
     """Run the recurrent back over encoded ``features`` ([n, dim]) of one stream from ``state``."""
 
     features: NDArray[np.float32]
@@ -48,8 +45,7 @@ class DecodeRequest:
     sample_rate: int
 
 
-@dataclass(frozen=True, slots=True)
-class ModelResult:
+class ModelResult(NamedTuple):
     """Per-frame speech probabilities ([n]) and the stream's state after the last frame."""
 
     probabilities: NDArray[np.float32]

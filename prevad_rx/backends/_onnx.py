@@ -171,36 +171,36 @@ class OnnxBackend(Backend):
         return np.asarray(features).reshape(windows.shape[0], _FEATURE_DIM)
 
     def decode(self, requests: Sequence[DecodeRequest]) -> list[ModelResult]:
-        results: list[ModelResult | None] = [None] * len(requests)
-        active = []
-        for i, request in enumerate(requests):
+        for request in requests:
             if request.sample_rate != 16000:
                 raise BackendError(f"the decoder runs at 16000 Hz only, not {request.sample_rate}")
-            if request.features.shape[0]:
-                active.append(i)
-            else:
-                results[i] = ModelResult(np.zeros(0, np.float32), request.state)
-        if active:
-            lengths = np.array([requests[i].features.shape[0] for i in active], np.int32)
-            steps = int(np.max(lengths))
-            batch = np.zeros((steps, len(active), _FEATURE_DIM), np.float32)
-            for column, i in enumerate(active):
-                batch[: lengths[column], column] = requests[i].features
-            states = np.stack([requests[i].state for i in active], axis=1)  # [2, B, 128]
-            probs, h, c = self._session("decoder").run(
-                None,
-                {
-                    _FEATURES: batch,
-                    "h": np.ascontiguousarray(states[0:1]),
-                    "c": np.ascontiguousarray(states[1:2]),
-                    "sequence_lens": lengths,
-                },
-            )
-            probs = np.asarray(probs).reshape(len(active), steps)
-            for column, i in enumerate(active):
-                state = np.stack((h[0, column], c[0, column]))
-                results[i] = ModelResult(probs[column, : lengths[column]].copy(), state)
-        return [r for r in results if r is not None]
+        lengths = np.fromiter((r.features.shape[0] for r in requests), np.int32, len(requests))
+        active = np.flatnonzero(lengths)
+        results = [ModelResult(np.zeros(0, np.float32), r.state) for r in requests]
+        if active.size == 0:
+            return results
+        steps = int(np.max(lengths))
+        if active.size == len(requests) and int(np.min(lengths)) == steps:
+            batch = np.stack([r.features for r in requests], axis=1)  # [T, B, 128]
+        else:
+            batch = np.zeros((steps, active.size, _FEATURE_DIM), np.float32)
+            for column, i in enumerate(active.tolist()):
+                batch[: lengths[i], column] = requests[i].features
+        states = np.stack([requests[i].state for i in active.tolist()], axis=1)  # [2, B, 128]
+        probs, h, c = self._session("decoder").run(
+            None,
+            {
+                _FEATURES: batch,
+                "h": states[0:1],
+                "c": states[1:2],
+                "sequence_lens": lengths[active],
+            },
+        )
+        probs = np.asarray(probs).reshape(active.size, steps)
+        new_states = np.concatenate((h, c))  # [2, B, 128]
+        for column, i in enumerate(active.tolist()):
+            results[i] = ModelResult(probs[column, : lengths[i]], new_states[:, column])
+        return results
 
     # ------------------------------------------------------------ whole model
 

@@ -1,0 +1,65 @@
+"""``prevad-rx bench``: prevad_rx against the reference ways of running Silero, in one run.
+
+Scenarios (see ``docs/performance.md``): offline throughput with the arithmetic
+floor, 2 s chunk latency, many live streams against a per-stream-model baseline,
+and memory at 1,000 open streams. Results are written as JSON and Markdown;
+timings are never asserted in the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prevad_rx.bench._report import machine, markdown
+from prevad_rx.bench._scenarios import (
+    BenchOptions,
+    chunk_latency,
+    live_streams,
+    memory,
+    offline_throughput,
+)
+
+__all__ = ["SCENARIOS", "BenchOptions", "markdown", "run_benchmarks", "write_results"]
+
+SCENARIOS = {
+    "offline": offline_throughput,
+    "latency": chunk_latency,
+    "live": live_streams,
+    "memory": memory,
+}
+
+
+def run_benchmarks(
+    options: BenchOptions, scenarios: Sequence[str] = tuple(SCENARIOS)
+) -> dict[str, Any]:
+    """Run the named scenarios; returns ``{"machine": ..., scenario: results, ...}``."""
+    results: dict[str, Any] = {"machine": machine(), "quick": options.quick}
+    for name in scenarios:
+        started = time.perf_counter()
+        results[name] = SCENARIOS[name](options)
+        options.progress(f"{name}: done in {time.perf_counter() - started:.0f} s")
+    return results
+
+
+def write_results(results: dict[str, Any], folder: Path, results_md: Path | None) -> None:
+    """``folder/bench.json`` and ``folder/bench.md``; also ``results_md`` if given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    table = markdown(results)
+    (folder / "bench.md").write_text(table + "\n")
+    if results_md is not None:
+        header = (
+            "# Benchmark results\n\n"
+            "Latest `make bench` (`prevad-rx bench --results benchmarks/RESULTS.md`). "
+            "Targets and what was reached are discussed in docs/performance.md.\n\n"
+        )
+        results_md.write_text(header + table + "\n")
+
+
+def progress_to_stderr(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,160 @@
+"""Benchmark results as JSON and as the Markdown tables of ``benchmarks/RESULTS.md``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+from typing import Any
+
+__all__ = ["machine", "markdown"]
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import numpy
+    import onnxruntime
+
+    from prevad_rx._version import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        "prevad_rx": __version__,
+    }
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown tables (the body of ``benchmarks/RESULTS.md``)."""
+    m = results["machine"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
+        f"onnxruntime {m['onnxruntime']}, numpy {m['numpy']}, prevad_rx {m['prevad_rx']}. "
+        "All rows of a table come from the same run; compare ratios, not absolute times, "
+        "across machines.",
+        "",
+    ]
+    off = results.get("offline")
+    if off:
+        w = max(int(k.split("_w")[1].split("_")[0]) for k in off if k.startswith("prevad_engine_w"))
+        lines += [
+            f"### 1. Offline throughput (µs per 32 ms frame; {off['audio_s']} s of speech)",
+            "",
+            "| path | µs/frame | vs (b) |",
+            "|---|---|---|",
+        ]
+        b = off["b_sequence_us"]
+        rows = [
+            (
+                "(a) one ORT call per frame (silero `OnnxWrapper`/`VADIterator`)",
+                off["a_frame_by_frame_us"],
+            ),
+            ("(b) one call per 2 s chunk (silero `SileroVADSequence`)", b),
+            (
+                "(c) naive split, 4 fresh instances per chunk (changes decisions)",
+                off["c_naive_split_us"],
+            ),
+            ("prevad_rx backend only (fast encoder + decoder), 1 core", off["prevad_backend_us"]),
+            ("prevad_rx engine, 1 worker: CPU time", off["prevad_engine_w1_s1_cpu_us"]),
+            ("prevad_rx engine, 1 worker: wall time", off["prevad_engine_w1_s1_wall_us"]),
+            (
+                f"prevad_rx engine, {w} workers, 8 streams: CPU time",
+                off[f"prevad_engine_w{w}_s8_cpu_us"],
+            ),
+            (
+                f"prevad_rx engine, {w} workers, 8 streams: wall time",
+                off[f"prevad_engine_w{w}_s8_wall_us"],
+            ),
+            (
+                f"arithmetic floor ({MACS_NOTE}, sgemm {off['sgemm_gflops']:.0f} GFLOP/s)",
+                off["floor_us"],
+            ),
+        ]
+        for name, value in rows:
+            lines.append(f"| {name} | {_f(value)} | {_f(b / value, 2)}x |")
+        lines += [
+            "",
+            f"prevad_rx (1 worker, CPU time) is **{off['speedup_vs_b']:.2f}x** (b) and "
+            f"**{off['vs_floor']:.2f}x** the arithmetic floor.",
+            "",
+        ]
+    lat = results.get("latency")
+    if lat:
+        lines += [
+            "### 2. Latency of one stream pushing 2 s chunks",
+            "",
+            f"One sequential (b) call on a 2 s chunk: {lat['b_sequence_call_ms']:.2f} ms.",
+            "",
+            "| workers | push→processed p50 | p99 | p50 / (b) call | push→event p50 | p99 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key in sorted((k for k in lat if k.startswith("w")), key=lambda k: int(k[1:])):
+            r = lat[key]
+            lines.append(
+                f"| {key[1:]} | {_f(r['p50_ms'], 2)} ms | {_f(r['p99_ms'], 2)} ms | "
+                f"{_f(r['ratio_vs_b'], 2)}x | {_f(r['event_p50_ms'], 2)} ms | "
+                f"{_f(r['event_p99_ms'], 2)} ms |"
+            )
+        lines.append("")
+    live = results.get("live")
+    if live:
+        lines += [
+            "### 3. Many live streams in real time (p99 push→processed < 100 ms)",
+            "",
+            "| chunks | prevad_rx max streams "
+            "| per-stream model in executor (pipecat/LiveKit style) | ratio |",
+            "|---|---|---|---|",
+        ]
+        for chunk in (32, 2000):
+            p, b = live[f"prevad_{chunk}ms"], live[f"baseline_{chunk}ms"]
+            more = "" if p["limit_reached"] else "+ (not reached)"
+            lines.append(
+                f"| {chunk} ms | {p['max_streams']}{more} | {b['max_streams']} | "
+                f"{_f(live[f'ratio_{chunk}ms'], 1)}x |"
+            )
+        lines += ["", "Trials (streams: p50 / p99 ms, CPU cores busy, RSS MB):", ""]
+        for key in sorted(k for k in live if not k.startswith("ratio")):
+            trials = ", ".join(
+                f"{t['streams']}: {t['p50_ms']:.0f}/{t['p99_ms']:.0f} ms, "
+                f"{t['cpu_cores']:.2f} cores, {t['rss_mb']:.0f} MB"
+                for t in live[key]["trials"]
+            )
+            lines.append(f"- {key}: {trials}")
+        lines.append("")
+    mem = results.get("memory")
+    if mem:
+        lines += [
+            "### 4. Memory",
+            "",
+            f"{mem['streams']} open streams add **{mem['added_mb']:.1f} MB** RSS beyond the "
+            f"loaded engine ({mem['rss_before_mb']:.0f} MB → {mem['rss_with_streams_mb']:.0f} MB); "
+            f"threads in the process: {mem['threads']} with {mem['workers']} workers.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+MACS_NOTE = "745,600 multiply-adds"

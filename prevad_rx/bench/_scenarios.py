@@ -1,0 +1,412 @@
+"""The benchmark scenarios, each comparing prevad_rx with the reference ways in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources as importlib_resources
+from typing import Any
+
+import numpy as np
+
+from prevad_rx._engine import VADEngine
+from prevad_rx._runtime import run
+from prevad_rx.backends import create_backend
+from prevad_rx.backends._base import DecodeRequest
+from prevad_rx.bench._references import (
+    FrameByFrame,
+    SequencePerChunk,
+    VadIteratorLike,
+    naive_split,
+    streaming_session,
+    windows_of,
+)
+
+__all__ = [
+    "MACS_PER_FRAME",
+    "BenchOptions",
+    "chunk_latency",
+    "live_streams",
+    "memory",
+    "offline_throughput",
+]
+
+#: Multiply-adds of one frame as the Silero v6.2 graph defines it: STFT conv 330,240
+#: (5 windows, one discarded), encoder convs 284,160, LSTM 131,072, head 128.
+MACS_PER_FRAME = 330_240 + 284_160 + 131_072 + 128
+FRAME_S = 512 / 16000
+LATENCY_LIMIT_S = 0.100
+
+
+@dataclass
+class BenchOptions:
+    """What to run and how long; ``quick`` shrinks everything for a smoke test."""
+
+    quick: bool = False
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    live_seconds: float = 4.0
+    stream_counts: tuple[int, ...] = (
+        8,
+        16,
+        32,
+        64,
+        128,
+        192,
+        256,
+        384,
+        512,
+        768,
+        1024,
+        1536,
+        2048,
+        3072,
+        4096,
+    )
+    progress: Callable[[str], None] = field(default=lambda message: None)
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.live_seconds = 0.5
+            self.stream_counts = (2, 4)
+
+
+def speech(seconds: float) -> np.ndarray:
+    """The bundled 16 kHz speech recording, repeated to at least ``seconds``."""
+    import soundfile as sf
+
+    path = importlib_resources.files("prevad_rx.bench") / "speech.flac"
+    with importlib_resources.as_file(path) as file:
+        audio, rate = sf.read(str(file), dtype="float32")
+    assert rate == 16000
+    reps = max(1, math.ceil(seconds * 16000 / audio.size))
+    return np.tile(audio, reps)
+
+
+def _best_of(repeats: int, fn: Callable[[], object]) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def sgemm_gflops() -> float:
+    """Single-thread float32 GEMM rate on this machine, now (GFLOP/s)."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).random((512, 512), dtype=np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        seconds = _best_of(20, lambda: a @ a)
+    return 2 * 512**3 / seconds / 1e9
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else math.nan
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (MB)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:  # not Linux: peak instead of current
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1e6 if sys.platform == "darwin" else 1e3)
+
+
+# --------------------------------------------------------------------- scenario 1
+
+
+def offline_throughput(options: BenchOptions) -> dict[str, Any]:
+    """Microseconds per 32 ms frame: references (a)(b)(c) and prevad_rx, one core and all."""
+    audio = speech(15 if options.quick else 60)
+    windows = windows_of(audio)
+    frames = windows.shape[0]
+    chunks = [windows[i : i + 62] for i in range(0, frames, 62)]
+    repeats = 1 if options.quick else 3
+    out: dict[str, Any] = {"frames": frames, "audio_s": round(audio.size / 16000, 1)}
+
+    options.progress("offline: (a) one ORT call per frame")
+    per_frame = FrameByFrame()
+
+    def run_a() -> None:
+        per_frame.reset()
+        for start in range(0, audio.size - 511, 512):
+            per_frame(audio[start : start + 512])
+
+    out["a_frame_by_frame_us"] = _best_of(repeats, run_a) / (audio.size // 512) * 1e6
+
+    options.progress("offline: (b) sequence model, one call per 2 s chunk")
+    sequence = SequencePerChunk()
+
+    def run_b() -> None:
+        sequence.reset()
+        for chunk in chunks:
+            sequence(chunk)
+
+    out["b_sequence_us"] = _best_of(repeats, run_b) / frames * 1e6
+
+    options.progress("offline: (c) naive split in 4 fresh instances")
+    out["c_naive_split_us"] = (
+        _best_of(repeats, lambda: [naive_split(sequence, chunk, 4) for chunk in chunks])
+        / frames
+        * 1e6
+    )
+
+    options.progress("offline: prevad_rx backend, one core")
+    backend = create_backend("onnx")
+    backend.initialize()
+    state = backend.initial_state()
+
+    def run_backend() -> None:
+        current = state
+        for chunk in chunks:
+            features = backend.encode(chunk, 16000)
+            (result,) = backend.decode([DecodeRequest(features, current, 16000)])
+            current = result.state
+
+    out["prevad_backend_us"] = _best_of(repeats, run_backend) / frames * 1e6
+    out["fast_encoder_minimum"] = getattr(backend, "fast_encoder_minimum", None)
+    backend.close()
+
+    for workers, streams in ((1, 1), (options.workers, 8)):
+        options.progress(f"offline: prevad_rx engine, {workers} worker(s), {streams} stream(s)")
+        wall, cpu = run(_engine_offline(audio, workers, streams))
+        total = frames * streams
+        out[f"prevad_engine_w{workers}_s{streams}_wall_us"] = wall / total * 1e6
+        out[f"prevad_engine_w{workers}_s{streams}_cpu_us"] = cpu / total * 1e6
+
+    gflops = sgemm_gflops()
+    out["sgemm_gflops"] = gflops
+    out["floor_us"] = 2 * MACS_PER_FRAME / (gflops * 1e9) * 1e6
+    out["speedup_vs_b"] = out["b_sequence_us"] / out["prevad_engine_w1_s1_cpu_us"]
+    out["vs_floor"] = out["prevad_engine_w1_s1_cpu_us"] / out["floor_us"]
+    return out
+
+
+async def _engine_offline(audio: np.ndarray, workers: int, streams: int) -> tuple[float, float]:
+    async with VADEngine(num_workers=workers) as engine:
+        # warm-up: first calls allocate
+        warm = engine.open_stream("warm-up")
+        await warm.push(audio[: 16000 * 4])
+        await warm.close()
+
+        async def one(index: int) -> None:
+            stream = engine.open_stream(f"s{index}")
+            for start in range(0, audio.size, 32000):
+                await stream.push(audio[start : start + 32000])
+            await stream.close()
+
+        gc.collect()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(one(i) for i in range(streams)))
+        return time.perf_counter() - wall0, time.process_time() - cpu0
+
+
+# --------------------------------------------------------------------- scenario 2
+
+
+def chunk_latency(options: BenchOptions) -> dict[str, Any]:
+    """One stream pushing 2 s chunks: push to processed (and to speech event) latency."""
+    audio = speech(10 if options.quick else 60)
+    out: dict[str, Any] = {}
+    sequence = SequencePerChunk()
+    chunk_windows = windows_of(audio[:32000])
+    times = [_best_of(1, lambda: sequence(chunk_windows)) for _ in range(30)]
+    out["b_sequence_call_ms"] = percentile(times, 50) * 1e3
+    worker_counts = sorted({1, 2, options.workers})
+    for workers in worker_counts:
+        options.progress(f"2 s chunks: {workers} worker(s)")
+        result = run(_chunk_latency(audio, workers))
+        out[f"w{workers}"] = result
+        out[f"w{workers}"]["ratio_vs_b"] = result["p50_ms"] / out["b_sequence_call_ms"]
+    return out
+
+
+async def _chunk_latency(audio: np.ndarray, workers: int) -> dict[str, float]:
+    async with VADEngine(num_workers=workers) as engine:
+        warm = engine.open_stream("warm-up")
+        await warm.push(audio[:64000])
+        await warm.close()
+        stream = engine.open_stream("s")
+        pushed_at: list[tuple[int, float]] = []  # (end sample of the chunk, push time)
+        event_delays: list[float] = []
+
+        def on_event(event: Any) -> None:
+            now = time.perf_counter()
+            for end, when in pushed_at:
+                if end >= event.decided_at_sample:
+                    event_delays.append(now - when)
+                    return
+
+        stream.subscribe(on_event)
+        latencies = []
+        for start in range(0, audio.size - 31999, 32000):
+            t0 = time.perf_counter()
+            pushed_at.append((start + 32000, t0))
+            await stream.push(audio[start : start + 32000])
+            await stream.flush()
+            latencies.append(time.perf_counter() - t0)
+        await stream.close()
+    return {
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "event_p50_ms": percentile(event_delays, 50) * 1e3,
+        "event_p99_ms": percentile(event_delays, 99) * 1e3,
+        "chunks": len(latencies),
+    }
+
+
+# --------------------------------------------------------------------- scenario 3
+
+
+@dataclass
+class LiveTrial:
+    streams: int
+    p50_ms: float
+    p99_ms: float
+    cpu_cores: float
+    rss_mb: float
+
+    @property
+    def ok(self) -> bool:
+        return self.p99_ms < LATENCY_LIMIT_S * 1e3
+
+
+def live_streams(options: BenchOptions) -> dict[str, Any]:
+    """N streams pushing in real time: the largest N whose p99 push-to-result stays < 100 ms."""
+    audio = speech(options.live_seconds + 2)
+    out: dict[str, Any] = {}
+    for chunk_ms in (32, 2000):
+        for system in ("prevad", "baseline"):
+            trials = []
+            for count in options.stream_counts:
+                options.progress(f"live {chunk_ms} ms chunks: {system}, {count} streams")
+                trial = run(_live_trial(system, audio, count, chunk_ms, options))
+                trials.append(trial)
+                if not trial.ok:
+                    break
+            passing = [t.streams for t in trials if t.ok]
+            out[f"{system}_{chunk_ms}ms"] = {
+                "max_streams": max(passing) if passing else 0,
+                "limit_reached": not trials[-1].ok,
+                "trials": [t.__dict__ for t in trials],
+            }
+        prevad_max = out[f"prevad_{chunk_ms}ms"]["max_streams"]
+        base_max = out[f"baseline_{chunk_ms}ms"]["max_streams"]
+        out[f"ratio_{chunk_ms}ms"] = prevad_max / base_max if base_max else math.inf
+    return out
+
+
+async def _live_trial(
+    system: str, audio: np.ndarray, count: int, chunk_ms: int, options: BenchOptions
+) -> LiveTrial:
+    chunk = 16000 * chunk_ms // 1000
+    chunks_per_stream = max(1, int(options.live_seconds * 1000 / chunk_ms))
+    latencies: list[float] = []
+    rng = np.random.default_rng(count)
+    offsets = rng.uniform(0, chunk_ms / 1000, count)
+    loop = asyncio.get_running_loop()
+
+    if system == "prevad":
+        engine = await VADEngine(num_workers=options.workers).start()
+
+        async def stream_task(index: int, begin: float) -> None:
+            stream = engine.open_stream(f"s{index}")
+            position = (index * 7919) % (audio.size // 2)
+            for k in range(chunks_per_stream):
+                due = begin + offsets[index] + k * chunk_ms / 1000
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await stream.push(audio[position : position + chunk])
+                await stream.flush()
+                latencies.append(time.perf_counter() - due)
+                position += chunk
+            await stream.close()
+    else:
+        engine = None
+        session = streaming_session()
+        models = [VadIteratorLike(session) for _ in range(count)]
+
+        def analyze(index: int, samples: np.ndarray) -> None:
+            model = models[index]
+            for start in range(0, samples.size - 511, 512):
+                model(samples[start : start + 512])
+
+        async def stream_task(index: int, begin: float) -> None:
+            position = (index * 7919) % (audio.size // 2)
+            for k in range(chunks_per_stream):
+                due = begin + offsets[index] + k * chunk_ms / 1000
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await loop.run_in_executor(None, analyze, index, audio[position : position + chunk])
+                latencies.append(time.perf_counter() - due)
+                position += chunk
+
+    gc.collect()
+    cpu0 = time.process_time()
+    wall0 = time.perf_counter()
+    begin = wall0 + 0.05
+    await asyncio.gather(*(stream_task(i, begin) for i in range(count)))
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    rss = rss_mb()
+    if engine is not None:
+        await engine.close()
+    return LiveTrial(
+        streams=count,
+        p50_ms=percentile(latencies, 50) * 1e3,
+        p99_ms=percentile(latencies, 99) * 1e3,
+        cpu_cores=cpu / wall,
+        rss_mb=rss,
+    )
+
+
+# --------------------------------------------------------------------- scenario 4
+
+
+def memory(options: BenchOptions) -> dict[str, Any]:
+    """RSS added by 1,000 open streams (model excluded), and the threads in use."""
+    count = 50 if options.quick else 1000
+    options.progress(f"memory: {count} open streams")
+    return run(_memory(count, options))
+
+
+async def _memory(count: int, options: BenchOptions) -> dict[str, Any]:
+    audio = speech(2)
+    async with VADEngine(num_workers=options.workers) as engine:
+        warm = engine.open_stream("warm-up")
+        await warm.push(audio[:32000])
+        await warm.close()
+        gc.collect()
+        before = rss_mb()
+        threads_before = threading.active_count()
+        streams = [engine.open_stream(f"s{i}") for i in range(count)]
+        for i, stream in enumerate(streams):
+            # one second each, ending mid-frame, so every operator holds state for it
+            await stream.push(audio[(i * 101) % 16000 : (i * 101) % 16000 + 16000 + 300])
+        for stream in streams:
+            await stream.flush()
+        gc.collect()
+        after = rss_mb()
+        for stream in streams:
+            await stream.close()
+    return {
+        "streams": count,
+        "rss_before_mb": before,
+        "rss_with_streams_mb": after,
+        "added_mb": after - before,
+        "threads": threads_before,
+        "workers": options.workers,
+    }
