@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check goldens fixtures models-check clean
+.PHONY: demo test lint typecheck bench goldens fixtures models-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $$(scripts/find_python.sh) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+
+## Benchmark against the reference ways of running Silero; updates benchmarks/RESULTS.md.
+bench: $(STAMP)
+	$(VENV)/bin/prevad-rx bench --output benchmarks/out --results benchmarks/RESULTS.md
 
 ## Regenerate tests/golden with upstream silero-vad (needs torch: own venv, Python 3.11).
 .venv-golden/.installed:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -128,6 +129,8 @@ class VADEngine:
         self._settings: dict[str, VADStream] = {}  # read by merge_segments on worker threads
         self._opened = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._drain_pending = False
         self._subject: Subject[AudioChunk] | None = None
         self._subscriptions: list[DisposableBase] = []
         self._state = "new"
@@ -322,11 +325,23 @@ class VADEngine:
         self._call_on_loop(self._chain_failed_on_loop, error)
 
     def _call_on_loop(self, callback: Callable[[Any], None], arg: Any) -> None:
+        """Run ``callback(arg)`` on the loop, in call order. Calls made while a drain is
+        pending share one wake-up of the loop (one ``call_soon_threadsafe``)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(callback, arg)
+        self._inbox.append((callback, arg))
+        if not self._drain_pending:
+            self._drain_pending = True
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        self._drain_pending = False
+        inbox = self._inbox
+        while inbox:
+            callback, arg = inbox.popleft()
+            callback(arg)
 
     # --------------------------------------------------------------- on the loop
 

@@ -134,6 +134,11 @@ class ModelStage:
         self._encode_queue: deque[tuple[_Lane, AudioSlice]] = deque()
         self._encode_queued_frames = 0
         self._ready_lanes: deque[_Lane] = deque()
+        # Tasks queued or running on the pool, at most one per worker for each kind: a task
+        # takes its share of the queue and re-queues itself while work remains, so bursts
+        # are batched instead of waking a worker per slice.
+        self._encode_tasks = 0
+        self._decode_tasks = 0
         self._in_flight = 0
         self._completing = False
         self._terminated = False
@@ -150,7 +155,6 @@ class ModelStage:
 
     def submit(self, item: AudioSlice) -> None:
         """Queue one slice; slices of a stream must arrive in ``seq`` order."""
-        schedule_encode = schedule_decode = False
         with self._lock:
             if self._terminated:
                 return
@@ -168,15 +172,12 @@ class ModelStage:
             if lane.encodable and item.num_frames:
                 self._encode_queue.append((lane, item))
                 self._encode_queued_frames += item.num_frames
-                schedule_encode = True
             else:
                 features = np.zeros((0, 0), np.float32) if lane.encodable else None
                 lane.ready[item.seq] = _Work(item, features)
-                schedule_decode = self._mark_if_ready(lane)
-        if schedule_encode:
-            self._schedule(self._run_encode, NORMAL)
-        if schedule_decode:
-            self._schedule(self._run_decode, URGENT)
+                self._mark_if_ready(lane)
+            encode, decode = self._wanted_tasks()
+        self._start_tasks(encode, decode)
 
     def fail_stream(self, failure: StreamFailure) -> None:
         """An upstream failure: drop the stream's pending work, forward the failure in order."""
@@ -247,6 +248,24 @@ class ModelStage:
         except ClosedError as exc:
             self._fail_everything(exc)
 
+    def _wanted_tasks(self) -> tuple[int, int]:
+        """Count the encode/decode tasks to start for the queued work (lock held)."""
+        workers = self._pool.num_workers
+        encode = decode = 0
+        if self._encode_queue and self._encode_tasks < workers:
+            encode = min(workers - self._encode_tasks, len(self._encode_queue))
+            self._encode_tasks += encode
+        if self._ready_lanes and self._decode_tasks < workers:
+            decode = min(workers - self._decode_tasks, len(self._ready_lanes))
+            self._decode_tasks += decode
+        return encode, decode
+
+    def _start_tasks(self, encode: int, decode: int) -> None:
+        for _ in range(decode):
+            self._schedule(self._run_decode, URGENT)
+        for _ in range(encode):
+            self._schedule(self._run_encode, NORMAL)
+
     def _mark_if_ready(self, lane: _Lane) -> bool:
         """Queue the lane for decoding if it can run now (call with the lock held)."""
         if lane.is_ready() and not lane.in_ready_queue:
@@ -265,6 +284,7 @@ class ModelStage:
     def _run_encode(self, backend: Backend) -> None:
         with self._lock:
             if self._terminated:
+                self._encode_tasks -= 1
                 return
             budget = min(self._max_batch_frames, self._share(self._encode_queued_frames))
             batch: list[tuple[_Lane, AudioSlice]] = []
@@ -278,11 +298,11 @@ class ModelStage:
                     continue
                 batch.append((lane, item))
                 frames += item.num_frames
-        if not batch:
-            return
+            if not batch:
+                self._encode_tasks -= 1
+                return
         slices = [item for _, item in batch]
         outcomes = self._call_isolated(slices, lambda items: self._encode_call(backend, items))
-        marked = 0
         failed: list[_Lane] = []
         with self._lock:
             self._encode_calls += 1
@@ -294,11 +314,16 @@ class ModelStage:
                     failed.append(lane)
                     continue
                 lane.ready[item.seq] = _Work(item, outcome)
-                marked += self._mark_if_ready(lane)
+                self._mark_if_ready(lane)
+            again = bool(self._encode_queue) and not self._terminated
+            if not again:
+                self._encode_tasks -= 1
+            encode, decode = self._wanted_tasks()
         for lane in failed:
             self._flush_failure(lane)
-        for _ in range(marked):  # one task per queued lane, so none is left waiting
-            self._schedule(self._run_decode, URGENT)
+        self._start_tasks(encode, decode)
+        if again:  # re-queued behind any decode work, so decoding is never starved
+            self._schedule(self._run_encode, NORMAL)
 
     def _encode_call(
         self, backend: Backend, items: Sequence[AudioSlice]
@@ -316,6 +341,7 @@ class ModelStage:
         runs: list[tuple[_Lane, list[_Work]]] = []
         with self._lock:
             if self._terminated:
+                self._decode_tasks -= 1
                 return
             take = self._share(len(self._ready_lanes))
             while self._ready_lanes and len(runs) < take:
@@ -331,8 +357,9 @@ class ModelStage:
                     works.append(work)
                     frames += work.slice.num_frames
                 runs.append((lane, works))
-        if not runs:
-            return
+            if not runs:
+                self._decode_tasks -= 1
+                return
         outcomes = self._call_isolated(runs, lambda batch: self._decode_call(backend, batch))
         with self._lock:
             self._decode_calls += 1
@@ -349,6 +376,14 @@ class ModelStage:
                     self._finish()
                 continue
             self._emit_run(lane, works, outcome)
+        with self._lock:
+            again = bool(self._ready_lanes) and not self._terminated
+            if not again:
+                self._decode_tasks -= 1
+            encode, decode = self._wanted_tasks()
+        self._start_tasks(encode, decode)
+        if again:
+            self._schedule(self._run_decode, URGENT)
 
     def _decode_call(
         self, backend: Backend, runs: Sequence[tuple[_Lane, list[_Work]]]
@@ -422,17 +457,17 @@ class ModelStage:
             lane.busy = False
             self._frames += offset
             if last:
-                marked, failed_successor = self._release_successor(lane)
+                failed_successor = self._release_successor(lane)
             else:
-                marked = int(self._mark_if_ready(lane))
+                self._mark_if_ready(lane)
             pending_failure = lane.error is not None and not lane.gone
             done = self._release(len(works), lane)
+            encode, decode = self._wanted_tasks()
         if pending_failure:
             self._flush_failure(lane)
         if failed_successor is not None:
             self._flush_failure(failed_successor)
-        for _ in range(marked):
-            self._schedule(self._run_decode, URGENT)
+        self._start_tasks(encode, decode)
         if done:
             self._finish()
 
@@ -478,11 +513,11 @@ class ModelStage:
                 self._emit(StreamFailure(lane.stream_id, error))
         with self._lock:
             lane.busy = False
-            marked, failed_successor = self._release_successor(lane)
+            failed_successor = self._release_successor(lane)
+            encode, decode = self._wanted_tasks()
         if failed_successor is not None:
             self._flush_failure(failed_successor)
-        for _ in range(marked):
-            self._schedule(self._run_decode, URGENT)
+        self._start_tasks(encode, decode)
         if done:
             self._finish()
 
@@ -492,20 +527,21 @@ class ModelStage:
         if self._lanes.get(lane.stream_id) is lane:
             del self._lanes[lane.stream_id]
 
-    def _release_successor(self, lane: _Lane) -> tuple[int, _Lane | None]:
+    def _release_successor(self, lane: _Lane) -> _Lane | None:
         """Let the next generation of the stream id decode and emit (lock held).
 
-        Returns how many decode tasks to schedule, and the successor if it failed
-        while waiting (the caller flushes that failure once the lock is released).
+        Returns the successor if it failed while waiting (the caller flushes that
+        failure once the lock is released).
         """
         successor = lane.successor
         if successor is None:
-            return 0, None
+            return None
         lane.successor = None
         successor.waiting_for = None
         if successor.error is not None:
-            return 0, successor
-        return int(self._mark_if_ready(successor)), None
+            return successor
+        self._mark_if_ready(successor)
+        return None
 
     def _release(self, count: int, lane: _Lane) -> bool:
         """Account for ``count`` slices leaving the stage (lock held); True if the stage is done."""
