@@ -1,0 +1,65 @@
+"""The benchmark harness runs end to end (quick mode) and reports every scenario's fields.
+
+No timing is asserted here: timings belong to the benchmark's own report.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+SCRIPT = Path(sys.executable).parent / "prevad-rx"
+
+
+def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
+    results_md = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [
+            str(SCRIPT),
+            "bench",
+            "--quick",
+            "--workers",
+            "2",
+            "--output",
+            str(tmp_path),
+            "--results",
+            str(results_md),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "[bench] offline" in proc.stderr  # progress goes to stderr
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["quick"] is True
+    assert data["machine"]["cores"] >= 1
+    offline = data["offline"]
+    for key in (
+        "a_frame_by_frame_us",
+        "b_sequence_us",
+        "c_naive_split_us",
+        "prevad_backend_us",
+        "prevad_engine_w1_s1_cpu_us",
+        "prevad_engine_w2_s8_wall_us",
+        "floor_us",
+    ):
+        assert offline[key] > 0, key
+    assert offline["floor_us"] < offline["b_sequence_us"]
+    latency = data["latency"]
+    assert latency["w1"]["chunks"] >= 4 and latency["w2"]["p99_ms"] >= latency["w2"]["p50_ms"]
+    live = data["live"]
+    for key in ("prevad_32ms", "baseline_32ms", "prevad_2000ms", "baseline_2000ms"):
+        assert live[key]["trials"], key
+    assert data["memory"]["streams"] == 50 and data["memory"]["workers"] == 2
+    table = (tmp_path / "bench.md").read_text()
+    for heading in ("1. Offline throughput", "2. Latency", "3. Many live streams", "4. Memory"):
+        assert heading in table
+    assert results_md.read_text().startswith("# Benchmark results")
+    assert table in results_md.read_text()
