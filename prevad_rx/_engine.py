@@ -23,12 +23,12 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from reactivex import Observable
+from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.abc import DisposableBase
 from reactivex.subject import Subject
@@ -36,6 +36,7 @@ from reactivex.subject import Subject
 from prevad_rx._audio import validate_sample_rate
 from prevad_rx._config import VADConfig
 from prevad_rx._errors import ClosedError, ConfigError, DuplicateStreamError, StreamFailedError
+from prevad_rx._fanout import EventFanout
 from prevad_rx._pool import PoolStatistics, WorkerPool
 from prevad_rx._stream import StreamStatistics, VADStream
 from prevad_rx._types import AudioChunk, AudioSlice, FrameProbabilities, SpeechEvent, StreamFailure
@@ -131,6 +132,7 @@ class VADEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: deque[tuple[Callable[[Any], None], Any]] = deque()
         self._drain_pending = False
+        self._fanout = EventFanout("the engine", raise_failures=False, on_consumed=self._room_made)
         self._subject: Subject[AudioChunk] | None = None
         self._subscriptions: list[DisposableBase] = []
         self._state = "new"
@@ -198,6 +200,7 @@ class VADEngine:
         for subscription in self._subscriptions:
             subscription.dispose()
         self._subscriptions.clear()
+        self._fanout.complete()
         if self._owns_pool:
             assert self._loop is not None
             await self._loop.run_in_executor(None, self._pool.close)
@@ -275,6 +278,29 @@ class VADEngine:
         self._opened += 1
         return stream
 
+    # ---------------------------------------------------------- all streams' events
+
+    def subscribe(
+        self, handler: Callable[[SpeechEvent], object] | abc.ObserverBase[SpeechEvent]
+    ) -> abc.DisposableBase:
+        """Call ``handler`` with every stream's events (start, end, error) from now on.
+
+        Runs on the event loop; handler exceptions are logged and counted, never
+        propagated. An observer's ``on_completed`` is called when the engine closes.
+        """
+        return self._fanout.subscribe(handler)
+
+    @property
+    def observable(self) -> Observable[SpeechEvent]:
+        """Every stream's events as one hot reactivex observable (on the loop)."""
+        return self._fanout.observable
+
+    def events(self) -> AsyncIterator[SpeechEvent]:
+        """Iterate over every stream's events (failures as ``error`` events) until the
+        engine closes. Registers at call time. While it holds ``max_buffered_events``
+        unread events, every stream's ``push()`` waits."""
+        return self._fanout.events()
+
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(
             open_streams=len(self._streams),
@@ -294,6 +320,13 @@ class VADEngine:
     def _forget(self, stream: VADStream) -> None:
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
+
+    def _events_backlog(self) -> int:
+        return self._fanout.backlog
+
+    def _room_made(self) -> None:
+        for stream in self._streams.values():
+            stream._signal.notify()
 
     # ----------------------------------------- chain callbacks (various threads)
 
@@ -347,8 +380,9 @@ class VADEngine:
 
     def _event_on_loop(self, event: SpeechEvent) -> None:
         stream = self._streams.get(event.stream_id)
-        if stream is not None:
+        if stream is not None and event.kind != "error":
             stream._on_event(event)
+            self._fanout.publish(event)
 
     def _frames_on_loop(self, item: FrameProbabilities) -> None:
         stream = self._streams.get(item.stream_id)
@@ -362,6 +396,7 @@ class VADEngine:
         if stream is not None:
             self._settings.pop(failure.stream_id, None)
             stream._fail(failure.error)
+            self._fanout.fail(failure.error)
             self._end_failed(stream)
 
     def _end_failed(self, stream: VADStream) -> None:
@@ -383,3 +418,4 @@ class VADEngine:
             )
             failure.__cause__ = error
             stream._fail(failure)
+            self._fanout.fail(failure)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from reactivex import Observable, abc
-from reactivex.subject import Subject
 
 from prevad_rx._audio import AudioInput, model_sample_rate
 from prevad_rx._config import VADConfig
 from prevad_rx._errors import StreamClosedError, StreamFailedError
+from prevad_rx._fanout import EventFanout
 from prevad_rx._types import (
     AudioChunk,
     AudioSlice,
@@ -29,11 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamState", "StreamStatistics", "VADStream"]
 
-log = logging.getLogger("prevad_rx.events")
-
 StreamState = Literal["open", "closing", "closed", "failed"]
-
-_END = object()
 
 
 class _Sink(Protocol):
@@ -42,6 +37,8 @@ class _Sink(Protocol):
     def _send(self, chunk: AudioChunk) -> None: ...
 
     def _forget(self, stream: VADStream) -> None: ...
+
+    def _events_backlog(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +105,9 @@ class VADStream:
         self._max_buffered = max_buffered_events
         self._push_lock = asyncio.Lock()
         self._signal = _Signal()
-        self._subject: Subject[SpeechEvent] = Subject()
-        self._iterators: list[asyncio.Queue[Any]] = []
+        self._fanout = EventFanout(
+            f"stream {stream_id!r}", raise_failures=True, on_consumed=self._signal.notify
+        )
         self._segments: list[Segment] = []
         self._probabilities: list[NDArray[np.float32]] | None = [] if keep_probabilities else None
         self._state: StreamState = "open"
@@ -123,8 +121,6 @@ class VADStream:
         self._slices_done = 0
         self._num_samples = 0
         self._end_sent = False
-        self._events_delivered = 0
-        self._handler_errors = 0
 
     def __repr__(self) -> str:
         return (
@@ -214,8 +210,11 @@ class VADStream:
 
     def _has_room(self) -> bool:
         in_flight = self._slices_submitted - self._slices_done
-        backlog = max((q.qsize() for q in self._iterators), default=0)
-        return in_flight < self._max_pending and backlog < self._max_buffered
+        return (
+            in_flight < self._max_pending
+            and self._fanout.backlog < self._max_buffered
+            and self._engine._events_backlog() < self._max_buffered
+        )
 
     # ---------------------------------------------------------------- events out
 
@@ -230,28 +229,12 @@ class VADStream:
         ``prevad_rx.events`` logger and counted, and never stop the stream.
         Returns a disposable that unsubscribes.
         """
-        if isinstance(handler, abc.ObserverBase):
-            observer = handler
-            return self._subject.subscribe(
-                self._guarded(observer.on_next),
-                self._guarded(observer.on_error),
-                self._guarded(observer.on_completed),
-            )
-        if not callable(handler):
-            raise TypeError(f"handler must be callable or an observer, got {handler!r}")
-
-        guarded = self._guarded(handler)
-
-        def on_error(error: Exception) -> None:
-            if isinstance(error, StreamFailedError):
-                guarded(SpeechEvent("error", self.stream_id, 0, 0, 0, error=error))
-
-        return self._subject.subscribe(guarded, on_error)
+        return self._fanout.subscribe(handler)
 
     @property
     def observable(self) -> Observable[SpeechEvent]:
         """This stream's events as a hot reactivex observable (delivered on the loop)."""
-        return self._subject
+        return self._fanout.observable
 
     def events(self) -> AsyncIterator[SpeechEvent]:
         """Iterate over start/end events from now until the stream ends.
@@ -261,37 +244,7 @@ class VADStream:
         fails. While an iterator holds ``max_buffered_events`` unread events,
         ``push()`` waits.
         """
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        if self._state in ("closed", "failed"):
-            queue.put_nowait(self._error if self._error is not None else _END)
-        else:
-            self._iterators.append(queue)
-        return self._iterate(queue)
-
-    async def _iterate(self, queue: asyncio.Queue[Any]) -> AsyncIterator[SpeechEvent]:
-        try:
-            while True:
-                item = await queue.get()
-                self._signal.notify()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if queue in self._iterators:
-                self._iterators.remove(queue)
-                self._signal.notify()
-
-    def _guarded(self, call: Callable[..., object]) -> Callable[..., None]:
-        def guarded(*args: Any) -> None:
-            try:
-                call(*args)
-            except Exception:
-                self._handler_errors += 1
-                log.exception("event handler of stream %r failed", self.stream_id)
-
-        return guarded
+        return self._fanout.events()
 
     # ------------------------------------------- engine side (on the event loop)
 
@@ -304,10 +257,7 @@ class VADStream:
             return  # failures arrive through _on_progress, in order with the frames
         if event.kind == "end" and event.segment is not None:
             self._segments.append(event.segment)
-        self._events_delivered += 1
-        for queue in self._iterators:
-            queue.put_nowait(event)
-        self._subject.on_next(event)
+        self._fanout.publish(event)
 
     def _on_frames(self, item: FrameProbabilities) -> None:
         self._slices_done += 1
@@ -336,21 +286,18 @@ class VADStream:
             probabilities=probabilities,
         )
         self._state = "closed"
-        self._end(_END)
-        self._subject.on_completed()
+        self._fanout.complete()
+        self._end()
 
     def _fail(self, error: StreamFailedError) -> None:
         if self._state in ("closed", "failed"):
             return
         self._error = error
         self._state = "failed"
-        self._end(error)
-        self._subject.on_error(error)
+        self._fanout.fail(error)
+        self._end()
 
-    def _end(self, sentinel: object) -> None:
-        for queue in self._iterators:
-            queue.put_nowait(sentinel)
-        self._iterators.clear()
+    def _end(self) -> None:
         if not self._done.done():
             self._done.set_result(None)
         self._engine._forget(self)
@@ -364,8 +311,8 @@ class VADStream:
             frames_submitted=self._frames_submitted,
             frames_processed=self._frames_done,
             slices_in_flight=self._slices_submitted - self._slices_done,
-            events_delivered=self._events_delivered,
-            events_buffered=sum(q.qsize() for q in self._iterators),
+            events_delivered=self._fanout.delivered,
+            events_buffered=self._fanout.buffered,
             segments=len(self._segments),
-            handler_errors=self._handler_errors,
+            handler_errors=self._fanout.handler_errors,
         )

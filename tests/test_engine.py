@@ -346,3 +346,32 @@ async def test_close_releases_a_push_waiting_for_room(speech16k: GoldenFixture) 
         with pytest.raises(pv.StreamClosedError):
             await blocked
     assert result.num_samples == position
+
+
+async def test_engine_wide_events(spy: None, speech16k: GoldenFixture) -> None:
+    bad = speech16k.audio.copy()
+    bad[40000] = POISON
+    options = {"log": CallLog(), "fail_on": "encode"}
+    async with pv.VADEngine("spy", 2, backend_options=options) as engine:
+        everything = engine.events()
+        seen: list[pv.SpeechEvent] = []
+        engine.subscribe(seen.append)
+        a, b, c = (engine.open_stream(name) for name in ("a", "b", "c"))
+
+        async def feed(stream: pv.VADStream, audio: np.ndarray) -> object:
+            await push_all(stream, audio)
+            return await stream.close()
+
+        await asyncio.gather(
+            feed(a, speech16k.audio),
+            feed(b, speech16k.audio),
+            feed(c, bad),
+            return_exceptions=True,
+        )
+    collected = [event async for event in everything]  # ends when the engine closes
+    assert [(e.stream_id, e.kind) for e in collected] == [(e.stream_id, e.kind) for e in seen]
+    for name in ("a", "b"):
+        ends = [e.segment for e in collected if e.stream_id == name and e.kind == "end"]
+        assert segments_as_lists(ends) == speech16k.default_segments
+    errors = [e for e in collected if e.kind == "error"]
+    assert [e.stream_id for e in errors] == ["c"] and errors[0].error is not None

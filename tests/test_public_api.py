@@ -51,6 +51,7 @@ def test_every_public_name_of_a_private_module_is_exported() -> None:
         "to_event",
         "main",
         "FastEncoder",
+        "EventFanout",
         "calibration_frames",
         "verify",
         # benchmark internals: the scenarios, references and report pieces

@@ -1,0 +1,157 @@
+"""EventFanout: one source of events, on the event loop, to handlers, observers and iterators.
+
+Used by each :class:`~prevad_rx.VADStream` (its own events) and by
+:class:`~prevad_rx.VADEngine` (every stream's events). Handlers are guarded: an
+exception in one is logged (``prevad_rx.events``) and counted, never propagated.
+Iterators are registered when created and report their backlog, which the
+engine turns into backpressure on ``push()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from reactivex import Observable, abc
+from reactivex.subject import Subject
+
+from prevad_rx._errors import StreamFailedError
+from prevad_rx._types import SpeechEvent
+
+__all__ = ["EventFanout"]
+
+log = logging.getLogger("prevad_rx.events")
+
+_END = object()
+
+
+class EventFanout:
+    """Publishes events to subscribers and ``async for`` iterators, on the loop.
+
+    Args:
+        name: used in log messages.
+        raise_failures: iterators raise a :class:`StreamFailedError` published with
+            :meth:`fail` (a stream's own iterators); otherwise failures are ``error``
+            events and the fan-out goes on (the engine-wide iterators).
+        on_consumed: called whenever an iterator takes an event (backlog shrank).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        raise_failures: bool,
+        on_consumed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._name = name
+        self._raise_failures = raise_failures
+        self._on_consumed = on_consumed
+        self._subject: Subject[SpeechEvent] = Subject()
+        self._queues: list[asyncio.Queue[Any]] = []
+        self._ended: BaseException | object | None = None
+        self.delivered = 0
+        self.handler_errors = 0
+
+    # ------------------------------------------------------------------ consumers
+
+    def subscribe(
+        self, handler: Callable[[SpeechEvent], object] | abc.ObserverBase[SpeechEvent]
+    ) -> abc.DisposableBase:
+        """Call ``handler`` with each event from now on; returns a disposable.
+
+        A reactivex observer gets events through ``on_next``, a stream failure
+        through ``on_error`` and the end through ``on_completed``; a plain callable
+        gets failures as ``error`` events.
+        """
+        if isinstance(handler, abc.ObserverBase):
+            observer = handler
+            return self._subject.subscribe(
+                self._guarded(observer.on_next),
+                self._guarded(observer.on_error),
+                self._guarded(observer.on_completed),
+            )
+        if not callable(handler):
+            raise TypeError(f"handler must be callable or an observer, got {handler!r}")
+        guarded = self._guarded(handler)
+
+        def on_error(error: Exception) -> None:
+            if isinstance(error, StreamFailedError):
+                guarded(SpeechEvent("error", error.stream_id or "", 0, 0, 0, error=error))
+
+        return self._subject.subscribe(guarded, on_error)
+
+    @property
+    def observable(self) -> Observable[SpeechEvent]:
+        return self._subject
+
+    def events(self) -> AsyncIterator[SpeechEvent]:
+        """An iterator over events from now on (registered at call time)."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        if self._ended is not None:
+            queue.put_nowait(self._ended)
+        else:
+            self._queues.append(queue)
+        return self._iterate(queue)
+
+    async def _iterate(self, queue: asyncio.Queue[Any]) -> AsyncIterator[SpeechEvent]:
+        try:
+            while True:
+                item = await queue.get()
+                self._on_consumed()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if queue in self._queues:
+                self._queues.remove(queue)
+                self._on_consumed()
+
+    @property
+    def backlog(self) -> int:
+        """Unread events of the slowest iterator."""
+        return max((q.qsize() for q in self._queues), default=0)
+
+    @property
+    def buffered(self) -> int:
+        return sum(q.qsize() for q in self._queues)
+
+    # ------------------------------------------------------------------ producers
+
+    def publish(self, event: SpeechEvent) -> None:
+        self.delivered += 1
+        for queue in self._queues:
+            queue.put_nowait(event)
+        self._subject.on_next(event)
+
+    def complete(self) -> None:
+        """No more events: iterators end, observers get ``on_completed``."""
+        self._end(_END)
+        self._subject.on_completed()
+
+    def fail(self, error: StreamFailedError) -> None:
+        """The source failed: iterators raise it (or get an ``error`` event)."""
+        if self._raise_failures:
+            self._end(error)
+            self._subject.on_error(error)
+        else:
+            self.publish(SpeechEvent("error", error.stream_id or "", 0, 0, 0, error=error))
+
+    def _end(self, sentinel: BaseException | object) -> None:
+        self._ended = sentinel
+        for queue in self._queues:
+            queue.put_nowait(sentinel)
+        self._queues.clear()
+
+    def _guarded(self, call: Callable[..., object]) -> Callable[..., None]:
+        def guarded(*args: Any) -> None:
+            try:
+                call(*args)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("event handler of %s failed", self._name)
+
+        return guarded
