@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench goldens fixtures models-check clean
+.PHONY: demo test test-aio lint typecheck bench goldens fixtures models-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $$(scripts/find_python.sh) -m venv $(VENV)
@@ -21,6 +21,18 @@ demo: $(STAMP)
 ## Lint, type-check and run the whole test suite.
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest
+
+## The aioreactive extra, in its own venv: aioreactive 0.20 pins reactivex < 5, so this
+## also runs the reactive core on reactivex 4.1.
+AIO := .venv-aio
+$(AIO)/.installed: pyproject.toml
+	@test -x $(AIO)/bin/python || $$(scripts/find_python.sh) -m venv $(AIO)
+	$(AIO)/bin/python -m pip install --quiet --upgrade pip
+	$(AIO)/bin/python -m pip install --quiet -e '.[aio]' pytest pytest-timeout anyio hypothesis
+	@touch $@
+
+test-aio: $(AIO)/.installed
+	$(AIO)/bin/python -m pytest tests/test_aio.py tests/operators tests/test_engine.py tests/test_pipeline.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check prevad_rx tests examples scripts
@@ -52,4 +64,4 @@ models-check: $(STAMP)
 	$(PY) scripts/derive_models.py --check
 
 clean:
-	rm -rf $(VENV) .venv-golden .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIO) .venv-golden .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from tests.conftest import ROOT, golden_fixtures
 
@@ -45,3 +48,24 @@ def test_custom_operators() -> None:
     out = run_example("custom_operators.py")
     rows = [json.loads(line.replace("'", '"')) for line in out.strip().splitlines()]
     assert rows and all(row["end"] - row["start"] >= 1.0 for row in rows)
+
+
+def test_cut_speech_clips(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    out = run_example("cut_speech_clips.py", "examples/audio/conversation.wav", str(tmp_path))
+    clips = sorted(tmp_path.glob("conversation_*.wav"))
+    expected = conversation_segments()
+    assert len(clips) == len(expected)
+    audio, rate = sf.read(ROOT / "examples/audio/conversation.wav", dtype="int16")
+    first, clip_rate = sf.read(clips[0], dtype="int16")
+    assert clip_rate == rate
+    assert np.array_equal(first, audio[expected[0][0] : expected[0][1]])
+    assert f"{len(expected)} clips" in out
+
+
+def test_tcp_ingest_demo() -> None:
+    out = run_example("tcp_ingest.py", "demo", "--clients", "3")
+    expected = len(conversation_segments())
+    assert f"segments per client: [{expected}, {expected}, {expected}]" in out
+    assert out.count('"event": "start"') + out.count("'event': 'start'") == 3 * expected

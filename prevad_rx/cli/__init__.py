@@ -1,0 +1,243 @@
+"""The ``prevad-rx`` command line.
+
+::
+
+    prevad-rx detect FILE... [--format json|rttm|csv|audacity] [--output DIR]
+    prevad-rx stream [--rate 16000] [--chunk-ms 32] [--format text|json] < pcm16
+    prevad-rx plot FILE -o out.png
+    prevad-rx bench [--scenario ...] [--quick]
+
+User errors (a missing file, an unreadable format, a bad option) print one line
+on stderr and exit with status 1 (bad input) or 2 (bad usage); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from prevad_rx._audio import validate_sample_rate
+from prevad_rx._config import VADConfig
+from prevad_rx._errors import PrevadError
+from prevad_rx._runtime import run
+from prevad_rx._version import __version__
+from prevad_rx.cli._files import UserError
+from prevad_rx.cli._formats import FORMATS
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError("must not be NaN")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("detection (silero-vad's parameters)")
+    group.add_argument("--threshold", type=_number, default=0.5)
+    group.add_argument(
+        "--neg-threshold",
+        type=_number,
+        default=None,
+        help="exit threshold (default: threshold - 0.15, at least 0.01)",
+    )
+    group.add_argument("--min-speech-ms", type=_number, default=250)
+    group.add_argument("--min-silence-ms", type=_number, default=100)
+    group.add_argument("--speech-pad-ms", type=_number, default=30)
+    group.add_argument("--max-speech-s", type=_number, default=math.inf)
+    run_group = parser.add_argument_group("engine")
+    run_group.add_argument("--backend", default="onnx", help="model backend (default: onnx)")
+    run_group.add_argument(
+        "--workers", type=_positive_int, default=None, help="worker threads (default: CPU count)"
+    )
+
+
+def _config(args: argparse.Namespace) -> VADConfig:
+    return VADConfig(
+        threshold=args.threshold,
+        neg_threshold=args.neg_threshold,
+        min_speech_duration_ms=args.min_speech_ms,
+        min_silence_duration_ms=args.min_silence_ms,
+        speech_pad_ms=args.speech_pad_ms,
+        max_speech_duration_s=args.max_speech_s,
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prevad-rx",
+        description="Exact, parallel, streaming voice activity detection (Silero v6.2).",
+    )
+    parser.add_argument("--version", action="version", version=f"prevad-rx {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    detect = commands.add_parser(
+        "detect",
+        help="find speech segments in audio files (WAV/FLAC/OGG, any rate)",
+        description="Find speech in audio files; each file is a concurrent stream.",
+    )
+    detect.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    detect.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        default="json",
+        help="json: one object per file per line (default); rttm; csv; audacity: a label track",
+    )
+    detect.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write one file per input into DIR instead of stdout",
+    )
+    _add_model_options(detect)
+
+    stream = commands.add_parser(
+        "stream",
+        help="live VAD over raw PCM16 from stdin, events as they happen",
+        description="Read raw PCM16-LE mono from stdin (e.g. from `sox -d` or ffmpeg) "
+        "in real time and print speech events as they are decided.",
+    )
+    stream.add_argument("--rate", type=_positive_int, default=16000, help="sample rate")
+    stream.add_argument(
+        "--chunk-ms",
+        type=_positive_int,
+        default=32,
+        help="read and push this much audio at a time (default 32)",
+    )
+    stream.add_argument("--format", choices=["text", "json"], default="text")
+    _add_model_options(stream)
+
+    plot = commands.add_parser(
+        "plot",
+        help="picture of a file: waveform, speech probability, segments",
+        description="Draw the waveform, each frame's speech probability with the "
+        "thresholds, and the detected segments shaded (needs matplotlib).",
+    )
+    plot.add_argument("file", type=Path, metavar="FILE")
+    plot.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="image file (.png, .svg or .pdf)",
+    )
+    _add_model_options(plot)
+
+    bench = commands.add_parser(
+        "bench", help="benchmark against the reference ways of running Silero, in one run"
+    )
+    bench.add_argument(
+        "--scenario",
+        action="append",
+        choices=["offline", "latency", "live", "memory"],
+        help="run only these (repeatable; default: all)",
+    )
+    bench.add_argument("--workers", type=_positive_int, default=None, help="worker threads")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    bench.add_argument(
+        "--output",
+        type=Path,
+        default=Path("benchmarks/out"),
+        help="folder for bench.json and bench.md (default: benchmarks/out)",
+    )
+    bench.add_argument(
+        "--results", type=Path, default=None, help="also write the tables to this Markdown file"
+    )
+    return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from prevad_rx.bench import SCENARIOS, BenchOptions, run_benchmarks, write_results
+    from prevad_rx.bench import progress_to_stderr as progress
+
+    options = BenchOptions(quick=args.quick, progress=progress)
+    if args.workers:
+        options.workers = args.workers
+    results = run_benchmarks(options, args.scenario or tuple(SCENARIOS))
+    write_results(results, args.output, args.results)
+    print((args.output / "bench.md").read_text(), end="")
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "bench":
+        return _bench(args)
+    config = _config(args)
+    if args.command == "detect":
+        from prevad_rx.cli._detect import detect
+
+        return run(
+            detect(
+                args.files,
+                config=config,
+                backend=args.backend,
+                workers=args.workers,
+                fmt=args.format,
+                output=args.output,
+            )
+        )
+    if args.command == "stream":
+        from prevad_rx.cli._stream import stream_stdin
+
+        rate = validate_sample_rate(args.rate)
+        return run(
+            stream_stdin(
+                config=config,
+                sample_rate=rate,
+                chunk_ms=args.chunk_ms,
+                fmt=args.format,
+                backend=args.backend,
+                workers=args.workers,
+            )
+        )
+    from prevad_rx.cli._plot import plot_file
+
+    return run(
+        plot_file(args.file, args.output, config=config, backend=args.backend, workers=args.workers)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``prevad-rx`` console script."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"prevad-rx: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # ConfigError, AudioFormatError...: a bad option value
+        print(f"prevad-rx: error: {exc}", file=sys.stderr)
+        return 2
+    except PrevadError as exc:
+        print(f"prevad-rx: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `prevad-rx detect ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
