@@ -29,12 +29,14 @@ from prevad_rx._errors import (
     AudioFormatError,
     BackendError,
     BackendUnavailableError,
+    BackpressureError,
     ClosedError,
     ConfigError,
     DuplicateStreamError,
     ModelIntegrityError,
     PrevadError,
     SliceOrderError,
+    SliceTimeoutError,
     StreamClosedError,
     StreamError,
     StreamFailedError,
@@ -46,7 +48,7 @@ from prevad_rx._model_stage import StageStatistics
 from prevad_rx._pool import PoolStatistics, WorkerPool
 from prevad_rx._runtime import aiter_observable, run, uvloop_available
 from prevad_rx._segmenter import segments_from_probabilities
-from prevad_rx._stream import StreamState, StreamStatistics, VADStream
+from prevad_rx._stream import BackpressurePolicy, StreamState, StreamStatistics, VADStream
 from prevad_rx._types import (
     AudioChunk,
     AudioSlice,
@@ -68,6 +70,8 @@ __all__ = [
     "AudioInput",
     "AudioSlice",
     "Backend",
+    "BackpressureError",
+    "BackpressurePolicy",
     "BackendError",
     "BackendUnavailableError",
     "ClosedError",
@@ -81,6 +85,7 @@ __all__ = [
     "PrevadError",
     "Segment",
     "SliceOrderError",
+    "SliceTimeoutError",
     "SpeechEvent",
     "StageStatistics",
     "StreamClosedError",

@@ -37,8 +37,9 @@ from prevad_rx._audio import validate_sample_rate
 from prevad_rx._config import VADConfig
 from prevad_rx._errors import ClosedError, ConfigError, DuplicateStreamError, StreamFailedError
 from prevad_rx._fanout import EventFanout
+from prevad_rx._model_stage import ModelStage, StageStatistics
 from prevad_rx._pool import PoolStatistics, WorkerPool
-from prevad_rx._stream import StreamStatistics, VADStream
+from prevad_rx._stream import BackpressurePolicy, StreamStatistics, VADStream
 from prevad_rx._types import AudioChunk, AudioSlice, FrameProbabilities, SpeechEvent, StreamFailure
 from prevad_rx.operators import (
     DEFAULT_FRAMES_PER_SLICE,
@@ -63,7 +64,13 @@ class EngineStatistics:
     open_streams: int
     streams_opened: int
     pool: PoolStatistics
+    stage: StageStatistics | None
     streams: tuple[StreamStatistics, ...]
+
+
+def _check_policy(policy: object) -> None:
+    if policy not in ("wait", "drop_oldest", "error"):
+        raise ConfigError(f"backpressure must be 'wait', 'drop_oldest' or 'error', got {policy!r}")
 
 
 def _apply(source: Observable[Any], *operators: AnyOperator) -> Observable[Any]:
@@ -88,6 +95,13 @@ class VADEngine:
         max_pending_slices: per stream, slices in flight before ``push()`` waits.
         max_buffered_events: per ``events()`` iterator, unread events before
             ``push()`` waits.
+        backpressure: what ``push()`` does when a stream is full: ``"wait"``,
+            ``"drop_oldest"`` or ``"error"`` (see :meth:`VADStream.push`); streams
+            may override it.
+        max_queued_chunks: chunks a ``"drop_oldest"`` stream queues before dropping.
+        slice_timeout_factor: a model call taking longer than this many times the
+            audio it holds (at least ``min_slice_timeout`` s) fails its streams
+            (:class:`SliceTimeoutError`) and its worker is replaced; None: no limit.
         audio_operators: operators applied to the ``AudioChunk`` stream before
             slicing (must be synchronous, e.g. ``ops.map``).
         event_operators: operators applied to the ``SpeechEvent`` stream.
@@ -107,14 +121,20 @@ class VADEngine:
         frames_per_slice: int = DEFAULT_FRAMES_PER_SLICE,
         max_pending_slices: int = 16,
         max_buffered_events: int = 1024,
+        backpressure: BackpressurePolicy = "wait",
+        max_queued_chunks: int = 64,
+        slice_timeout_factor: float | None = 4.0,
+        min_slice_timeout: float = 2.0,
         audio_operators: Sequence[AnyOperator] = (),
         event_operators: Sequence[AnyOperator] = (),
     ) -> None:
         if config is not None and not isinstance(config, VADConfig):
             raise ConfigError(f"config must be a VADConfig, got {config!r}")
+        _check_policy(backpressure)
         for name, value in (
             ("max_pending_slices", max_pending_slices),
             ("max_buffered_events", max_buffered_events),
+            ("max_queued_chunks", max_queued_chunks),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
@@ -124,6 +144,11 @@ class VADEngine:
         self._slicer = window_slices(frames_per_slice)  # validates frames_per_slice now
         self._max_pending = max_pending_slices
         self._max_buffered = max_buffered_events
+        self._backpressure: BackpressurePolicy = backpressure
+        self._max_queued = max_queued_chunks
+        self._slice_timeout_factor = slice_timeout_factor
+        self._min_slice_timeout = min_slice_timeout
+        self._stage: ModelStage | None = None
         self._audio_operators = tuple(audio_operators)
         self._event_operators = tuple(event_operators)
         self._streams: dict[str, VADStream] = {}
@@ -155,6 +180,9 @@ class VADEngine:
         self._state = "running"
         return self
 
+    def _set_stage(self, stage: ModelStage) -> None:
+        self._stage = stage
+
     def _build_chain(self) -> None:
         subject: Subject[AudioChunk] = Subject()
         results = _apply(
@@ -162,7 +190,12 @@ class VADEngine:
             *self._audio_operators,
             self._slicer,
             ops.do_action(self._slice_submitted),
-            parallel_map_on_pool(self._pool),
+            parallel_map_on_pool(
+                self._pool,
+                slice_timeout_factor=self._slice_timeout_factor,
+                min_slice_timeout=self._min_slice_timeout,
+                on_stage=self._set_stage,
+            ),
             reorder_by_seq(),
             ops.share(),
         )
@@ -238,6 +271,7 @@ class VADEngine:
         config: VADConfig | None = None,
         keep_probabilities: bool = False,
         keep_audio: bool = False,
+        backpressure: BackpressurePolicy | None = None,
     ) -> VADStream:
         """Open a stream; ``stream_id`` defaults to a fresh UUID.
 
@@ -247,6 +281,7 @@ class VADEngine:
             config: this stream's :class:`VADConfig` (default: the engine's).
             keep_probabilities: keep every frame's probability for the result.
             keep_audio: attach each segment's samples to its end event.
+            backpressure: this stream's policy (default: the engine's).
         """
         if self._state != "running":
             raise ClosedError(
@@ -263,6 +298,8 @@ class VADEngine:
         rate = validate_sample_rate(sample_rate)
         if config is not None and not isinstance(config, VADConfig):
             raise ConfigError(f"config must be a VADConfig, got {config!r}")
+        if backpressure is not None:
+            _check_policy(backpressure)
         stream = VADStream(
             self,
             stream_id,
@@ -272,6 +309,8 @@ class VADEngine:
             keep_audio=keep_audio,
             max_pending_slices=self._max_pending,
             max_buffered_events=self._max_buffered,
+            backpressure=backpressure or self._backpressure,
+            max_queued_chunks=self._max_queued,
         )
         self._streams[stream_id] = stream
         self._settings[stream_id] = stream
@@ -306,6 +345,7 @@ class VADEngine:
             open_streams=len(self._streams),
             streams_opened=self._opened,
             pool=self._pool.statistics(),
+            stage=self._stage.statistics() if self._stage is not None else None,
             streams=tuple(s._statistics() for s in self._streams.values()),
         )
 
@@ -325,8 +365,8 @@ class VADEngine:
         return self._fanout.backlog
 
     def _room_made(self) -> None:
-        for stream in self._streams.values():
-            stream._signal.notify()
+        for stream in list(self._streams.values()):
+            stream._room_changed()
 
     # ----------------------------------------- chain callbacks (various threads)
 

@@ -9,8 +9,10 @@
     ├── StreamError                 something about one stream (carries ``stream_id``)
     │   ├── StreamClosedError       push/flush after close
     │   ├── DuplicateStreamError    an open stream already has this id
+    │   ├── BackpressureError       push refused: the stream is full (policy "error")
     │   └── StreamFailedError       processing failed; ``seq`` names the slice, ``__cause__`` why
-    │       └── SliceOrderError     a slice was lost, duplicated or arrived too far out of order
+    │       ├── SliceOrderError     a slice was lost, duplicated or arrived too far out of order
+    │       └── SliceTimeoutError   a model call on the stream's slice took too long
     ├── BackendError                a model backend failed or is unavailable
     │   ├── UnknownBackendError     no backend registered under that name (also a LookupError)
     │   ├── BackendUnavailableError its optional dependencies are missing
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "AudioFormatError",
+    "BackpressureError",
     "BackendError",
     "BackendUnavailableError",
     "ClosedError",
@@ -30,6 +33,7 @@ __all__ = [
     "ModelIntegrityError",
     "PrevadError",
     "SliceOrderError",
+    "SliceTimeoutError",
     "StreamClosedError",
     "StreamError",
     "StreamFailedError",
@@ -84,6 +88,14 @@ class StreamFailedError(StreamError):
 
 class SliceOrderError(StreamFailedError):
     """A slice was lost, duplicated, or arrived further out of order than allowed."""
+
+
+class SliceTimeoutError(StreamFailedError):
+    """A backend call on one of the stream's slices did not return in time."""
+
+
+class BackpressureError(StreamError):
+    """``push()`` with ``backpressure="error"`` found the stream full; nothing was taken."""
 
 
 class BackendError(PrevadError):

@@ -19,7 +19,11 @@ stream gets a new lane that waits (for decoding and emitting) until the old
 lane has emitted everything, so the two never interleave downstream.
 
 A backend error fails only the streams whose work failed: a batched call that
-raises is retried item by item to find them.
+raises is retried item by item to find them. A call that does not return within
+its deadline (``timeout_factor`` times the audio it holds, at least
+``min_timeout`` seconds) fails its streams with a
+:class:`~prevad_rx.SliceTimeoutError`; the worker stuck in it is replaced, and
+whatever the call returns later is ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from prevad_rx._errors import ClosedError, StreamFailedError
+from prevad_rx._errors import ClosedError, SliceTimeoutError, StreamFailedError
 from prevad_rx._pool import NORMAL, URGENT, WorkerPool
 from prevad_rx._types import AudioSlice, FrameProbabilities, StreamFailure
 from prevad_rx.backends import Backend, DecodeRequest, ModelRequest, ModelResult
@@ -63,6 +68,7 @@ class StageStatistics:
     decode_calls: int
     decoded_streams: int
     failed_streams: int
+    timed_out_calls: int
 
     @property
     def mean_streams_per_decode(self) -> float:
@@ -104,6 +110,18 @@ class _Lane:
         )
 
 
+@dataclass(eq=False)
+class _Call:
+    """A backend call in progress, watched for its deadline."""
+
+    thread: int
+    deadline: float
+    timeout: float
+    kind: str  # "encode" | "decode"
+    lanes: list[tuple[_Lane, AudioSlice]]  # each stream with its first slice in the call
+    abandoned: bool = False
+
+
 class ModelStage:
     """Schedules the model work of many streams on a pool and emits ordered results.
 
@@ -121,8 +139,16 @@ class ModelStage:
         max_batch_frames: int = 512,
         on_complete: Callable[[], None] | None = None,
         on_release: Callable[[int], None] | None = None,
+        timeout_factor: float | None = 4.0,
+        min_timeout: float = 2.0,
     ) -> None:
         self._pool = pool
+        self._timeout_factor = timeout_factor
+        self._min_timeout = min_timeout
+        self._calls: set[_Call] = set()
+        self._watch = threading.Condition(threading.Lock())
+        self._watchdog: threading.Thread | None = None
+        self._timeouts = 0
         self._emit = emit
         self._on_complete = on_complete
         self._on_release = on_release
@@ -209,6 +235,7 @@ class ModelStage:
             self._lanes.clear()
             self._encode_queue.clear()
             self._ready_lanes.clear()
+        self._stop_watchdog()
 
     def statistics(self) -> StageStatistics:
         with self._lock:
@@ -224,6 +251,7 @@ class ModelStage:
                 decode_calls=self._decode_calls,
                 decoded_streams=self._decoded_streams,
                 failed_streams=self._failed,
+                timed_out_calls=self._timeouts,
             )
 
     # ------------------------------------------------------------- scheduling
@@ -302,7 +330,12 @@ class ModelStage:
                 self._encode_tasks -= 1
                 return
         slices = [item for _, item in batch]
+        call = self._begin_call(
+            "encode", batch, frames * slices[0].frame_samples / slices[0].sample_rate
+        )
         outcomes = self._call_isolated(slices, lambda items: self._encode_call(backend, items))
+        if not self._end_call(call):
+            return  # timed out: its streams have failed and a new worker took over
         failed: list[_Lane] = []
         with self._lock:
             self._encode_calls += 1
@@ -360,7 +393,18 @@ class ModelStage:
             if not runs:
                 self._decode_tasks -= 1
                 return
+        call = self._begin_call(
+            "decode",
+            [(lane, works[0].slice) for lane, works in runs],
+            sum(
+                w.slice.num_frames * w.slice.frame_samples / w.slice.sample_rate
+                for _, works in runs
+                for w in works
+            ),
+        )
         outcomes = self._call_isolated(runs, lambda batch: self._decode_call(backend, batch))
+        if not self._end_call(call):
+            return
         with self._lock:
             self._decode_calls += 1
             self._decoded_streams += len(runs)
@@ -555,9 +599,97 @@ class ModelStage:
         return False
 
     def _finish(self) -> None:
+        self._stop_watchdog()
         if self._on_complete is not None:
             with self._emit_lock:
                 self._on_complete()
+
+    # --------------------------------------------------------------- deadlines
+
+    def _begin_call(
+        self, kind: str, lanes: Sequence[tuple[_Lane, AudioSlice]], audio_seconds: float
+    ) -> _Call | None:
+        """Register a backend call with its deadline (None: timeouts are off)."""
+        if self._timeout_factor is None:
+            return None
+        timeout = max(self._min_timeout, self._timeout_factor * audio_seconds)
+        call = _Call(threading.get_ident(), time.monotonic() + timeout, timeout, kind, list(lanes))
+        with self._watch:
+            self._calls.add(call)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(
+                    target=self._watch_calls, name="prevad-rx-watchdog", daemon=True
+                )
+                self._watchdog.start()
+            self._watch.notify()
+        return call
+
+    def _end_call(self, call: _Call | None) -> bool:
+        """The call returned; False if it had already been given up (drop its results)."""
+        if call is None:
+            return True
+        with self._watch:
+            self._calls.discard(call)
+            return not call.abandoned
+
+    def _watch_calls(self) -> None:
+        while True:
+            with self._watch:
+                while not self._terminated:
+                    now = time.monotonic()
+                    expired = [c for c in self._calls if c.deadline <= now]
+                    if expired:
+                        for call in expired:
+                            call.abandoned = True
+                            self._calls.discard(call)
+                        break
+                    nearest = min((c.deadline for c in self._calls), default=None)
+                    self._watch.wait(None if nearest is None else nearest - now)
+                else:
+                    return
+            for call in expired:
+                self._give_up(call)
+
+    def _give_up(self, call: _Call) -> None:
+        """Fail the streams of a call that overran its deadline and replace its worker."""
+        log.error(
+            "%s call on %d stream(s) exceeded %.1f s; failing them and replacing the worker",
+            call.kind,
+            len(call.lanes),
+            call.timeout,
+        )
+        failed: list[_Lane] = []
+        with self._lock:
+            self._timeouts += 1
+            if call.kind == "encode":
+                self._encode_tasks -= 1
+            else:
+                self._decode_tasks -= 1
+            for lane, item in call.lanes:
+                if call.kind == "decode":
+                    lane.busy = False
+                if lane.gone or lane.error is not None:
+                    continue
+                error = SliceTimeoutError(
+                    f"stream {item.stream_id!r}: {call.kind} of slice {item.seq} did not "
+                    f"finish within {call.timeout:.1f} s",
+                    item.stream_id,
+                    item.seq,
+                )
+                lane.error = error
+                failed.append(lane)
+            encode, decode = self._wanted_tasks()
+        self._pool.replace_worker(call.thread)
+        for lane in failed:
+            self._flush_failure(lane)
+        self._start_tasks(encode, decode)
+
+    def _stop_watchdog(self) -> None:
+        with self._watch:
+            watchdog = self._watchdog
+            self._watch.notify_all()
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join()
 
     def _fail_everything(self, exc: BaseException) -> None:
         with self._lock:

@@ -45,6 +45,7 @@ class PoolStatistics:
     queued_normal: int
     tasks_completed: int
     task_errors: int
+    workers_replaced: int
 
 
 class WorkerPool:
@@ -90,6 +91,9 @@ class WorkerPool:
         self._busy = 0
         self._completed = 0
         self._errors = 0
+        self._retired: set[int] = set()  # thread idents whose backend is abandoned
+        self._next_index = num_workers
+        self._replaced = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -134,8 +138,12 @@ class WorkerPool:
                     queue.clear()
             self._cond.notify_all()
         current = threading.get_ident()
-        for thread in self._threads:
-            if thread.ident != current:
+        for thread in list(self._threads):
+            if thread.ident == current:
+                continue
+            if thread.ident in self._retired:
+                thread.join(timeout=1.0)  # may be stuck in its backend for good: daemon
+            else:
                 thread.join()
 
     def __enter__(self) -> WorkerPool:
@@ -181,6 +189,24 @@ class WorkerPool:
             self._queues[priority].append(task)
             self._cond.notify()
 
+    def replace_worker(self, ident: int) -> None:
+        """Give up on the worker thread ``ident`` (stuck in its backend) and start a new
+        worker with a fresh backend in its place. The old thread exits if its call ever
+        returns; its results are not used."""
+        with self._cond:
+            if self._closed or ident in self._retired or ident not in self._thread_ids:
+                return
+            self._retired.add(ident)
+            self._replaced += 1
+            index = self._next_index
+            self._next_index += 1
+            thread = threading.Thread(
+                target=self._worker, args=(index,), name=f"{self._name}-{index}", daemon=True
+            )
+            self._threads.append(thread)
+        log.warning("worker thread %d replaced after a backend call timed out", ident)
+        thread.start()
+
     def on_worker_thread(self) -> bool:
         """Whether the calling thread is one of this pool's workers."""
         return threading.get_ident() in self._thread_ids
@@ -201,6 +227,7 @@ class WorkerPool:
                 queued_normal=len(self._queues[NORMAL]),
                 tasks_completed=self._completed,
                 task_errors=self._errors,
+                workers_replaced=self._replaced,
             )
 
     # ------------------------------------------------------------------ workers
@@ -210,11 +237,13 @@ class WorkerPool:
         try:
             backend = create_backend(self.backend_name, **self._backend_options)
             backend.initialize()
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:
             with self._cond:
-                if self._start_error is None:
+                if self._start_error is None and self._ready < self.num_workers:
                     self._start_error = exc
                 self._cond.notify_all()
+            if self._ready >= self.num_workers:  # a replacement that could not start
+                log.error("replacement worker %d failed to start", index, exc_info=exc)
             return
         with self._cond:
             self._backends.append(backend)
@@ -230,8 +259,11 @@ class WorkerPool:
 
     def _serve(self, backend: Backend) -> None:
         urgent, normal = self._queues
+        me = threading.get_ident()
         while True:
             with self._cond:
+                if me in self._retired:
+                    return  # replaced while stuck in a task: a new worker serves instead
                 while not urgent and not normal and not self._closed:
                     self._cond.wait()
                 if urgent:

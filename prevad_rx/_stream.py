@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -12,7 +13,7 @@ from reactivex import Observable, abc
 
 from prevad_rx._audio import AudioInput, model_sample_rate
 from prevad_rx._config import VADConfig
-from prevad_rx._errors import StreamClosedError, StreamFailedError
+from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
 from prevad_rx._fanout import EventFanout
 from prevad_rx._types import (
     AudioChunk,
@@ -26,9 +27,11 @@ from prevad_rx._types import (
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["StreamState", "StreamStatistics", "VADStream"]
+__all__ = ["BackpressurePolicy", "StreamState", "StreamStatistics", "VADStream"]
 
 StreamState = Literal["open", "closing", "closed", "failed"]
+#: What ``push()`` does when the stream is full.
+BackpressurePolicy = Literal["wait", "drop_oldest", "error"]
 
 
 class _Sink(Protocol):
@@ -48,6 +51,8 @@ class StreamStatistics:
     stream_id: str
     state: StreamState
     samples_pushed: int
+    queued_chunks: int
+    dropped_samples: int
     frames_submitted: int
     frames_processed: int
     slices_in_flight: int
@@ -94,6 +99,8 @@ class VADStream:
         keep_audio: bool,
         max_pending_slices: int,
         max_buffered_events: int,
+        backpressure: BackpressurePolicy = "wait",
+        max_queued_chunks: int = 64,
     ) -> None:
         self.stream_id = stream_id
         self.sample_rate = sample_rate
@@ -103,10 +110,14 @@ class VADStream:
         self._engine = engine
         self._max_pending = max_pending_slices
         self._max_buffered = max_buffered_events
+        self.backpressure: BackpressurePolicy = backpressure
+        self._max_queued = max_queued_chunks
+        self._queued: deque[AudioChunk] = deque()
+        self._dropped_samples = 0
         self._push_lock = asyncio.Lock()
         self._signal = _Signal()
         self._fanout = EventFanout(
-            f"stream {stream_id!r}", raise_failures=True, on_consumed=self._signal.notify
+            f"stream {stream_id!r}", raise_failures=True, on_consumed=self._room_changed
         )
         self._segments: list[Segment] = []
         self._probabilities: list[NDArray[np.float32]] | None = [] if keep_probabilities else None
@@ -150,19 +161,57 @@ class VADStream:
         """Feed the next chunk: float32/float64/int16 ndarray or PCM16-LE bytes.
 
         Validates the chunk first (raising :class:`~prevad_rx.AudioFormatError`
-        without changing the stream), then waits while the stream has too much
-        work in flight or too many unread events (backpressure). An empty chunk
-        is a no-op. The array may be reused by the caller once this returns.
+        without changing the stream). When the stream is full (too much work in
+        flight or too many unread events), the stream's ``backpressure`` policy
+        decides: ``"wait"`` (default) waits for room; ``"error"`` raises
+        :class:`~prevad_rx.BackpressureError` and takes nothing; ``"drop_oldest"``
+        returns at once, queueing the chunk and dropping the oldest queued chunk
+        when ``max_queued_chunks`` are waiting (dropped audio is left out of the
+        stream, counted in ``statistics().dropped_samples``). An empty chunk is a
+        no-op. The array may be reused by the caller once this returns.
         """
         self._check_writable()
         chunk = AudioChunk(self.stream_id, audio, self.sample_rate)  # type: ignore[arg-type]
         if chunk.samples.size == 0:
             return
         async with self._push_lock:
-            await self._signal.wait_until(lambda: self._state != "open" or self._has_room())
-            self._check_writable()
+            if self.backpressure == "wait":
+                await self._signal.wait_until(lambda: self._state != "open" or self._has_room())
+                self._check_writable()
+            elif self.backpressure == "error":
+                if self._queued or not self._has_room():
+                    raise BackpressureError(
+                        f"stream {self.stream_id!r} is full (backpressure='error')",
+                        self.stream_id,
+                    )
+            elif self._queued or not self._has_room():
+                self._queue(chunk)
+                return
             self._engine._send(chunk)
             self._samples_pushed += chunk.samples.size
+
+    def _queue(self, chunk: AudioChunk) -> None:
+        """Policy "drop_oldest": wait at the door, newest kept."""
+        copy = AudioChunk(self.stream_id, chunk.samples.copy(), self.sample_rate)
+        self._queued.append(copy)
+        self._samples_pushed += copy.samples.size
+        while len(self._queued) > self._max_queued:
+            dropped = self._queued.popleft()
+            self._dropped_samples += dropped.samples.size
+
+    def _room_changed(self) -> None:
+        """Work finished or events were read: admit queued audio, wake waiting pushes."""
+        if self._queued:
+            self._admit_queued()
+        self._signal.notify()
+
+    def _admit_queued(self) -> None:
+        """Move queued chunks into the pipeline while there is room (on the loop)."""
+        while self._queued and self._state in ("open", "closing") and self._has_room():
+            self._engine._send(self._queued.popleft())
+        if not self._queued and self._state == "closing" and not self._end_sent:
+            self._end_sent = True
+            self._engine._send(self._end_chunk())
 
     async def flush(self) -> None:
         """Return once every whole frame pushed so far is processed and its events delivered.
@@ -171,6 +220,9 @@ class VADStream:
         cannot be decided before the rest of its samples arrive).
         """
         async with self._push_lock:
+            await self._signal.wait_until(
+                lambda: not self._queued or self._state in ("closed", "failed")
+            )
             target = self._frames_submitted
         await self._signal.wait_until(
             lambda: self._frames_done >= target or self._state in ("closed", "failed")
@@ -181,7 +233,8 @@ class VADStream:
     async def close(self) -> StreamResult:
         """End the stream, wait for its last events, and return the whole result.
 
-        A ``push()`` still waiting for room when ``close()`` is called raises
+        Queued chunks (policy ``"drop_oldest"``) are processed first. A ``push()``
+        still waiting for room when ``close()`` is called raises
         :class:`~prevad_rx.StreamClosedError` (its chunk is not taken). Raises the
         stream's :class:`~prevad_rx.StreamFailedError` if it failed. Calling it
         again returns the same result.
@@ -190,9 +243,7 @@ class VADStream:
             self._state = "closing"
             self._signal.notify()  # a push still waiting for room gives up (StreamClosedError)
         async with self._push_lock:
-            if self._state == "closing" and not self._end_sent:
-                self._end_sent = True
-                self._engine._send(self._end_chunk())
+            self._admit_queued()  # sends the end once nothing is queued
         await asyncio.shield(self._done)
         if self._error is not None:
             raise self._error
@@ -267,6 +318,8 @@ class VADStream:
             self._probabilities.append(item.probabilities)
         if item.is_last:
             self._finish()
+        elif self._queued or (self._state == "closing" and not self._end_sent):
+            self._admit_queued()
         self._signal.notify()
 
     def _finish(self) -> None:
@@ -308,6 +361,8 @@ class VADStream:
             stream_id=self.stream_id,
             state=self._state,
             samples_pushed=self._samples_pushed,
+            queued_chunks=len(self._queued),
+            dropped_samples=self._dropped_samples,
             frames_submitted=self._frames_submitted,
             frames_processed=self._frames_done,
             slices_in_flight=self._slices_submitted - self._slices_done,

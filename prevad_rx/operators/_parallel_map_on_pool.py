@@ -78,6 +78,9 @@ class _ModelHandler:
         complete: Callable[[], None],
         max_pending: int | None,
         max_batch_frames: int,
+        timeout_factor: float | None,
+        min_timeout: float,
+        on_stage: Callable[[ModelStage], None] | None,
     ) -> None:
         self._admission = _Admission(pool, max_pending)
         self._stage = ModelStage(
@@ -86,7 +89,11 @@ class _ModelHandler:
             max_batch_frames=max_batch_frames,
             on_complete=complete,
             on_release=self._admission.release,
+            timeout_factor=timeout_factor,
+            min_timeout=min_timeout,
         )
+        if on_stage is not None:
+            on_stage(self._stage)
 
     def on_next(self, item: AudioSlice | StreamFailure) -> None:
         if isinstance(item, StreamFailure):
@@ -181,6 +188,9 @@ def parallel_map_on_pool(
     *,
     max_pending: int | None = None,
     max_batch_frames: int = 512,
+    slice_timeout_factor: float | None = 4.0,
+    min_slice_timeout: float = 2.0,
+    on_stage: Callable[[ModelStage], None] | None = None,
 ) -> Operator[Any, Any]:
     """Run the model (or ``func``) on ``pool``'s workers; see the module docs for the contract.
 
@@ -191,6 +201,13 @@ def parallel_map_on_pool(
             waits; ``None`` leaves the bound to the caller (``VADEngine``
             bounds each stream itself).
         max_batch_frames: most frames in one model call.
+        slice_timeout_factor: a model call that takes longer than this many times
+            the audio it holds (at least ``min_slice_timeout`` seconds) fails its
+            streams with :class:`~prevad_rx.SliceTimeoutError` and its worker is
+            replaced; ``None`` waits forever.
+        min_slice_timeout: the shortest deadline, in seconds.
+        on_stage: called with each subscription's model stage (for its
+            ``statistics()``).
     """
     if not isinstance(pool, WorkerPool):
         raise TypeError(f"pool must be a WorkerPool, got {type(pool).__name__}")
@@ -198,11 +215,24 @@ def parallel_map_on_pool(
         raise ConfigError(f"max_pending must be an int >= 1 or None, got {max_pending!r}")
     if not isinstance(max_batch_frames, int) or max_batch_frames < 1:
         raise ConfigError(f"max_batch_frames must be an int >= 1, got {max_batch_frames!r}")
+    if slice_timeout_factor is not None and not slice_timeout_factor > 0:
+        raise ConfigError(f"slice_timeout_factor must be > 0 or None, got {slice_timeout_factor!r}")
+    if not min_slice_timeout > 0:
+        raise ConfigError(f"min_slice_timeout must be > 0, got {min_slice_timeout!r}")
     if func is not None:
         mapper = func
         return operator_from(
             lambda emit, complete: _MapHandler(pool, mapper, emit, complete, max_pending)
         )
     return operator_from(
-        lambda emit, complete: _ModelHandler(pool, emit, complete, max_pending, max_batch_frames)
+        lambda emit, complete: _ModelHandler(
+            pool,
+            emit,
+            complete,
+            max_pending,
+            max_batch_frames,
+            slice_timeout_factor,
+            min_slice_timeout,
+            on_stage,
+        )
     )
