@@ -94,3 +94,78 @@ class SpyBackend(OnnxBackend):
 
 def make_spy(**options: Any) -> pv.Backend:
     return SpyBackend(**options)
+
+
+#: Sample values that make :class:`FaultyBackend` misbehave on the frames holding them.
+RAISE, HANG, NAN, WRONG_SHAPE, SLOW = 7.0, 8.0, 9.0, 10.0, 11.0
+
+
+class FaultyBackend(OnnxBackend):
+    """Runs every call through ``process`` (no encode split) and misbehaves on frames
+    that hold a marker value: raise, hang until released, return NaN, return the wrong
+    number of probabilities, or sleep."""
+
+    name = "faulty"
+
+    def __init__(
+        self, release: threading.Event | None = None, slow_s: float = 0.05, **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self.release = release or threading.Event()
+        self.slow_s = slow_s
+
+    def can_encode(self, sample_rate: int) -> bool:
+        return False
+
+    def process(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        marked = {
+            marker
+            for request in requests
+            for marker in (RAISE, HANG, NAN, WRONG_SHAPE, SLOW)
+            if np.any(request.windows == marker)
+        }
+        if RAISE in marked:
+            raise RuntimeError("injected fault")
+        if HANG in marked:
+            self.release.wait(60)
+        if SLOW in marked:
+            time.sleep(self.slow_s)
+        results = super().process(requests)
+        out = []
+        for request, result in zip(requests, results, strict=True):
+            if np.any(request.windows == NAN):
+                result = ModelResult(np.full_like(result.probabilities, np.nan), result.state)
+            if np.any(request.windows == WRONG_SHAPE):
+                result = ModelResult(result.probabilities[:-1], result.state)
+            out.append(result)
+        return out
+
+
+def make_faulty(**options: Any) -> pv.Backend:
+    return FaultyBackend(**options)
+
+
+class SlowBackend(OnnxBackend):
+    """The ONNX backend with a fixed delay per call: a producer can outrun it."""
+
+    name = "slow"
+
+    def __init__(
+        self, delay_s: float = 0.005, gate: threading.Event | None = None, **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self.delay_s = delay_s
+        self.gate = gate
+
+    def process(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        if self.gate is not None:
+            assert self.gate.wait(60)
+        time.sleep(self.delay_s)
+        return super().process(requests)
+
+    def can_encode(self, sample_rate: int) -> bool:
+        return False
+
+
+def make_slow(**options: Any) -> pv.Backend:
+    return SlowBackend(**options)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import ROOT, GoldenFixture
 
@@ -227,3 +229,61 @@ def test_module_entry_and_version() -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("prevad-rx ")
+
+
+_ARG_WORDS = st.sampled_from(
+    [
+        "detect",
+        "stream",
+        "plot",
+        "--format",
+        "json",
+        "rttm",
+        "xml",
+        "--workers",
+        "0",
+        "2",
+        "-3",
+        "--threshold",
+        "0.4",
+        "nan",
+        "1e9",
+        "--min-speech-ms",
+        "--speech-pad-ms",
+        "-1",
+        "--output",
+        "-o",
+        "/proc/prevad-x.png",
+        "examples/audio/conversation.wav",
+        "no_such.wav",
+        "README.md",
+        "--rate",
+        "7",
+        "--chunk-ms",
+        "--backend",
+        "nope",
+        "--help",
+        "--max-speech-s",
+        "inf",
+        "",
+    ]
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(args=st.lists(_ARG_WORDS, min_size=0, max_size=6))
+def test_any_arguments_give_a_clear_outcome(args: list[str]) -> None:
+    """Fuzzed command lines: success or a one-line error with status 1/2, never a traceback."""
+    proc = subprocess.run(
+        [str(SCRIPT), *args],
+        input=b"",
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    stderr = proc.stderr.decode(errors="replace")
+    assert proc.returncode in (0, 1, 2), (args, proc.returncode, stderr)
+    assert "Traceback" not in stderr, (args, stderr)
+    if proc.returncode == 1:
+        assert stderr.startswith("prevad-rx: error: ") and stderr.count("\n") == 1, stderr

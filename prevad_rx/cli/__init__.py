@@ -232,11 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrevadError as exc:
         print(f"prevad-rx: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:  # e.g. `prevad-rx detect ... | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # e.g. an output path that cannot be written
+        print(f"prevad-rx: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
