@@ -21,6 +21,7 @@ reference encoder. If nothing verifies, the fast encoder is not used at all.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -41,42 +42,10 @@ _WIDTH = _FRAME + _CONTEXT
 BLOCK = 256
 #: Batch sizes checked by :func:`verify` (every block a call can produce is one of these
 #: or lies between two of them).
-VERIFY_SIZES = (
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-    11,
-    12,
-    13,
-    14,
-    15,
-    16,
-    17,
-    20,
-    24,
-    31,
-    32,
-    33,
-    48,
-    62,
-    63,
-    64,
-    65,
-    100,
-    127,
-    128,
-    129,
-    200,
-    255,
-    256,
-)
+# fmt: off
+VERIFY_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 20, 24, 31, 32, 33,
+                48, 62, 63, 64, 65, 100, 127, 128, 129, 200, 255, 256, 257, 258, 300, 512)
+# fmt: on
 
 _blas_lock = threading.Lock()
 _blas_limited = False
@@ -112,7 +81,11 @@ class FastEncoder:
         n = windows.shape[0]
         if n <= BLOCK:
             return self._block(windows)
-        return np.concatenate([self._block(windows[i : i + BLOCK]) for i in range(0, n, BLOCK)])
+        # balanced blocks (sizes differ by at most one, all > BLOCK / 2): never a tiny
+        # remainder, whose small GEMMs may take other BLAS kernels than verified
+        return np.concatenate(
+            [self._block(part) for part in np.array_split(windows, math.ceil(n / BLOCK))]
+        )
 
     def _block(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         n = x.shape[0]

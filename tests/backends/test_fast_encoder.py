@@ -26,12 +26,35 @@ def test_fast_encoder_is_used_and_bit_identical_on_speech(
     assert minimum is not None and minimum <= 16  # verified on this machine
     for fixture in fixtures16k:
         windows = windows_for(fixture.audio, 16000)
-        for size in (minimum, 7, 16, 31, 62, 256, 300, len(windows)):
+        for size in (minimum, 7, 16, 31, 62, 256, 257, 258, 259, 300, 513, len(windows)):
             for start in range(0, len(windows) - size + 1, max(size, 97)):
                 batch = windows[start : start + size]
                 np.testing.assert_array_equal(
                     backend.encode(batch, 16000), backend._reference_encode(batch)
                 )
+
+
+def test_every_batch_size_up_to_two_blocks_is_exact(
+    backend: _onnx.OnnxBackend, speech16k: GoldenFixture
+) -> None:
+    """Exhaustive over sizes: each size the backend sends to the fast encoder is exact,
+    including the sizes it splits into blocks."""
+    minimum = backend.fast_encoder_minimum
+    assert minimum is not None
+    windows = np.concatenate([windows_for(speech16k.audio, 16000)] * 2)
+    block = _fast_encoder.BLOCK
+    sizes = sorted(
+        set(range(minimum, 65))
+        | set(range(65, 2 * block, 7))
+        | set(range(block - 6, block + 7))
+        | set(range(2 * block - 6, 2 * block + 7))
+    )
+    for size in sizes:
+        batch = windows[size : 2 * size]
+        assert batch.shape[0] == size
+        np.testing.assert_array_equal(
+            backend.encode(batch, 16000), backend._reference_encode(batch), err_msg=str(size)
+        )
 
 
 def test_verify_rejects_an_encoder_that_differs(backend: _onnx.OnnxBackend) -> None:
