@@ -317,21 +317,29 @@ async def _live_trial(
     offsets = rng.uniform(0, chunk_ms / 1000, count)
     loop = asyncio.get_running_loop()
 
+    async def paced(index: int, begin: float, process: Callable[[np.ndarray], Any]) -> None:
+        """Feed one stream's chunks on its real-time schedule; record each latency."""
+        position = (index * 7919) % (audio.size // 2)
+        for k in range(chunks_per_stream):
+            due = begin + offsets[index] + k * chunk_ms / 1000
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await process(audio[position : position + chunk])
+            latencies.append(time.perf_counter() - due)
+            position += chunk
+
     if system == "prevad":
         engine = await VADEngine(num_workers=options.workers).start()
 
         async def stream_task(index: int, begin: float) -> None:
             stream = engine.open_stream(f"s{index}")
-            position = (index * 7919) % (audio.size // 2)
-            for k in range(chunks_per_stream):
-                due = begin + offsets[index] + k * chunk_ms / 1000
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await stream.push(audio[position : position + chunk])
+
+            async def process(samples: np.ndarray) -> None:
+                await stream.push(samples)
                 await stream.flush()
-                latencies.append(time.perf_counter() - due)
-                position += chunk
+
+            await paced(index, begin, process)
             await stream.close()
     else:
         engine = None
@@ -344,15 +352,10 @@ async def _live_trial(
                 model(samples[start : start + 512])
 
         async def stream_task(index: int, begin: float) -> None:
-            position = (index * 7919) % (audio.size // 2)
-            for k in range(chunks_per_stream):
-                due = begin + offsets[index] + k * chunk_ms / 1000
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await loop.run_in_executor(None, analyze, index, audio[position : position + chunk])
-                latencies.append(time.perf_counter() - due)
-                position += chunk
+            async def process(samples: np.ndarray) -> None:
+                await loop.run_in_executor(None, analyze, index, samples)
+
+            await paced(index, begin, process)
 
     gc.collect()
     cpu0 = time.process_time()
