@@ -16,6 +16,7 @@
     ├── BackendError                a model backend failed or is unavailable
     │   ├── UnknownBackendError     no backend registered under that name (also a LookupError)
     │   ├── BackendUnavailableError its optional dependencies are missing
+    │   ├── RemoteBackendError      a model server could not be reached or answered wrongly
     │   └── ModelIntegrityError     a shipped model file does not match its sha256 pin
     └── ClosedError                 the pool or engine is closed
 """
@@ -32,6 +33,7 @@ __all__ = [
     "DuplicateStreamError",
     "ModelIntegrityError",
     "PrevadError",
+    "RemoteBackendError",
     "SliceOrderError",
     "SliceTimeoutError",
     "StreamClosedError",
@@ -108,6 +110,10 @@ class UnknownBackendError(BackendError, LookupError):
 
 class BackendUnavailableError(BackendError):
     """The backend exists but its optional dependencies are not installed."""
+
+
+class RemoteBackendError(BackendError):
+    """A model server (``vllm-api``) was unreachable or answered wrongly, after retries."""
 
 
 class ModelIntegrityError(BackendError):

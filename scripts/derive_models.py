@@ -17,7 +17,8 @@ Without ``--wheel`` the wheel is fetched with ``pip download silero-vad==6.2.3
    STFT basis and the first two convolutions' weights as GEMM matrices
    (``silero_vad_16k_encoder_gemm.npz``) and writes the encoder's last two
    convolutions as per-frame batched matrix products
-   (``silero_vad_16k_encoder_tail.onnx``);
+   (``silero_vad_16k_encoder_tail.onnx``); and saves every weight of the 16 kHz
+   network (``silero_vad_16k_weights.npz``) for the torch implementation;
 4. checks that encoder + decoder reproduce the sequence model bit for bit, and
    that a batched decoder call equals per-stream calls bit for bit;
 5. writes ``SHA256SUMS``, or with ``--check`` verifies the shipped files
@@ -58,6 +59,7 @@ SHIPPED = [
     "silero_vad_16k_decoder.onnx",
     "silero_vad_16k_encoder_tail.onnx",
     "silero_vad_16k_encoder_gemm.npz",
+    "silero_vad_16k_weights.npz",
 ]
 
 
@@ -122,6 +124,16 @@ def derive(wheel: Path, out: Path) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in gemm.items()})
     (out / "silero_vad_16k_encoder_gemm.npz").write_bytes(_deterministic_npz(buffer.getvalue()))
+    # every weight of the 16 kHz network, for the torch implementation (vLLM plugin)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        **{
+            name.replace("onnx::", "").replace(".", "_"): np.ascontiguousarray(value)
+            for name, value in weights.items()
+        },
+    )
+    (out / "silero_vad_16k_weights.npz").write_bytes(_deterministic_npz(buffer.getvalue()))
 
 
 def encoder_tail(weights: dict[str, np.ndarray]) -> onnx.ModelProto:

@@ -25,6 +25,7 @@ MODEL_FILES = {
     "decoder": "silero_vad_16k_decoder.onnx",
     "encoder_tail": "silero_vad_16k_encoder_tail.onnx",
     "encoder_gemm": "silero_vad_16k_encoder_gemm.npz",
+    "weights": "silero_vad_16k_weights.npz",
 }
 
 _lock = threading.Lock()

@@ -26,6 +26,8 @@ BackendFactory = Callable[..., Backend]
 
 _BUILTIN: dict[str, str] = {
     "onnx": "prevad_rx.backends._onnx:OnnxBackend",
+    "vllm": "prevad_rx.backends._vllm:VllmBackend",
+    "vllm-api": "prevad_rx.backends._vllm_api:VllmApiBackend",
 }
 
 _lock = threading.Lock()

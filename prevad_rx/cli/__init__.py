@@ -6,6 +6,8 @@
     prevad-rx stream [--rate 16000] [--chunk-ms 32] [--format text|json] < pcm16
     prevad-rx plot FILE -o out.png
     prevad-rx bench [--scenario ...] [--quick]
+    prevad-rx vllm-model DIR
+    prevad-rx vllm-serve [--host 127.0.0.1] [--port 8000] [-- vllm serve options]
 
 User errors (a missing file, an unreadable format, a bad option) print one line
 on stderr and exit with status 1 (bad input) or 2 (bad usage); never a traceback.
@@ -14,6 +16,7 @@ on stderr and exit with status 1 (bad input) or 2 (bad usage); never a traceback
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import sys
 from collections.abc import Sequence
@@ -163,7 +166,85 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--results", type=Path, default=None, help="also write the tables to this Markdown file"
     )
+    model = commands.add_parser(
+        "vllm-model",
+        help="write the model directory vLLM loads (config.json + weights)",
+        description="Write config.json and model.safetensors for the Silero plugin "
+        "(needs the vllm extra: safetensors).",
+    )
+    model.add_argument("directory", type=Path, metavar="DIR")
+
+    serve = commands.add_parser(
+        "vllm-serve",
+        help="start `vllm serve` with the Silero plugin and the right flags",
+        description="Exec `vllm serve` on the Silero model directory with the IO "
+        "processor plugin and the engine flags it needs. Arguments after "
+        "`--` go to vllm serve unchanged.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_positive_int, default=8000)
+    serve.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="model directory (default: written to the user cache)",
+    )
+    serve.add_argument(
+        "--max-num-seqs",
+        type=_positive_int,
+        default=256,
+        help="most requests batched in one engine step",
+    )
+    serve.add_argument(
+        "--print-command", action="store_true", help="print the command instead of running it"
+    )
+    serve.add_argument("extra", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
+
+
+def _vllm_model(args: argparse.Namespace) -> int:
+    try:
+        from prevad_rx.backends.vllm_plugin._model_dir import write_model_dir
+
+        directory = write_model_dir(args.directory)
+    except ImportError as exc:
+        raise UserError(
+            f"vllm-model needs safetensors (pip install prevad-rx[vllm]): {exc}"
+        ) from exc
+    print(directory)
+    return 0
+
+
+def _vllm_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from prevad_rx.backends._vllm_env import (
+        ensure_model_dir,
+        prepare_environment,
+        serve_arguments,
+    )
+
+    if importlib.util.find_spec("vllm") is None and not args.print_command:
+        raise UserError("vllm-serve needs vLLM in this environment (see docs/vllm.md)")
+    prepare_environment(single_process=False)
+    try:
+        directory = ensure_model_dir(args.model_dir)
+    except ImportError as exc:
+        raise UserError(f"vllm-serve needs safetensors: {exc}") from exc
+    extra = [a for a in args.extra if a != "--"]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "serve",
+        *serve_arguments(directory, args.host, args.port, args.max_num_seqs),
+        *extra,
+    ]
+    if args.print_command:
+        print(" ".join(command))
+        return 0
+    sys.stdout.flush()
+    os.execv(sys.executable, command)  # the server replaces this process (its PID is ours)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -182,6 +263,10 @@ def _bench(args: argparse.Namespace) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         return _bench(args)
+    if args.command == "vllm-model":
+        return _vllm_model(args)
+    if args.command == "vllm-serve":
+        return _vllm_serve(args)
     config = _config(args)
     if args.command == "detect":
         from prevad_rx.cli._detect import detect

@@ -1,0 +1,232 @@
+"""Backend ``vllm-api``: the Silero model behind ``vllm serve``, over HTTP.
+
+The server is stateless (each request carries one stream's run of frames and
+its LSTM state; the new state comes back), so any number of replicas behind a
+load balancer can serve any request. The client:
+
+* shares one ``httpx.AsyncClient`` per server and settings for the whole process
+  (connection pool, HTTP keep-alive), driven by one background event-loop thread;
+  the pool's worker threads hand it their calls;
+* sends every stream of a call concurrently (vLLM batches them), at most
+  ``max_concurrency`` requests in flight per server;
+* retries connection failures, timeouts and HTTP 5xx/429 with exponential backoff
+  (safe: the client still holds the state it sent), then raises
+  :class:`~prevad_rx.RemoteBackendError` -- which fails only the streams of that call;
+* validates every response (status, JSON shape, sizes, base64, finite values in
+  [0, 1]) and never evaluates or unpickles anything it receives;
+* sends ``Authorization: Bearer <api_key>`` when given and verifies TLS for
+  ``https://`` URLs (``verify`` may name a CA bundle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import httpx
+import numpy as np
+
+from prevad_rx._errors import BackendError, RemoteBackendError
+from prevad_rx.backends._base import Backend, ModelRequest, ModelResult
+from prevad_rx.backends._vllm import run_in_rounds
+from prevad_rx.backends._vllm_env import SERVED_MODEL_NAME
+from prevad_rx.backends.vllm_plugin._protocol import (
+    ProtocolError,
+    decode_array,
+    request_payload,
+)
+
+__all__ = ["VllmApiBackend"]
+
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_MAX_RESPONSE_BYTES = 1 << 20  # a response is ~3 KB; anything this large is wrong
+
+
+class _Hub:
+    """One event loop thread and one ``AsyncClient`` per (url, key, TLS, timeout, limit)."""
+
+    _lock = threading.Lock()
+    _hubs: ClassVar[dict[tuple[Any, ...], _Hub]] = {}
+
+    def __init__(
+        self,
+        key: tuple[Any, ...],
+        base_url: str,
+        headers: dict[str, str],
+        verify: bool | str,
+        timeout: float,
+        max_concurrency: int,
+    ) -> None:
+        self.key = key
+        self.users = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="prevad-rx-http", daemon=True
+        )
+        self.thread.start()
+
+        async def make() -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+            client = httpx.AsyncClient(
+                base_url=base_url,
+                headers=headers,
+                verify=verify,
+                timeout=httpx.Timeout(timeout),
+                limits=httpx.Limits(
+                    max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+                ),
+            )
+            return client, asyncio.Semaphore(max_concurrency)
+
+        self.client, self.gate = self.submit(make()).result()
+
+    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    @classmethod
+    def acquire(
+        cls,
+        base_url: str,
+        headers: dict[str, str],
+        verify: bool | str,
+        timeout: float,
+        max_concurrency: int,
+    ) -> _Hub:
+        key = (base_url, tuple(sorted(headers.items())), verify, timeout, max_concurrency)
+        with cls._lock:
+            hub = cls._hubs.get(key)
+            if hub is None:
+                hub = cls._hubs[key] = _Hub(
+                    key, base_url, headers, verify, timeout, max_concurrency
+                )
+            hub.users += 1
+            return hub
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users:
+                return
+            del self._hubs[self.key]
+        self.submit(self.client.aclose()).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+class VllmApiBackend(Backend):
+    """Silero v6.2 (16 kHz) on a ``vllm serve`` server (``prevad-rx vllm-serve``).
+
+    Args:
+        url: the server's base URL, e.g. ``http://127.0.0.1:8000``.
+        api_key: sent as ``Authorization: Bearer <api_key>``.
+        model: served model name (``prevad-silero-vad`` with the launcher).
+        timeout: seconds for connecting, sending and receiving each request.
+        retries: further attempts after a transient failure.
+        backoff: first retry delay in seconds (doubles each time).
+        max_concurrency: most requests in flight to this server from this process.
+        verify: TLS verification (True, False, or a CA bundle path).
+    """
+
+    name = "vllm-api"
+    sample_rates = frozenset({16000})
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        api_key: str | None = None,
+        model: str = SERVED_MODEL_NAME,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_concurrency: int = 64,
+        verify: bool | str = True,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise BackendError(f"url must be an http:// or https:// URL, got {url!r}")
+        if retries < 0 or max_concurrency < 1 or timeout <= 0:
+            raise BackendError("retries must be >= 0, max_concurrency >= 1 and timeout > 0")
+        self._url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._model = model
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+        self._max_concurrency = max_concurrency
+        self._verify = verify
+        self._hub: _Hub | None = None
+
+    def initialize(self) -> None:
+        self._hub = _Hub.acquire(
+            self._url, self._headers, self._verify, self._timeout, self._max_concurrency
+        )
+
+    def close(self) -> None:
+        if self._hub is not None:
+            self._hub.release()
+            self._hub = None
+
+    def process(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        hub = self._hub
+        if hub is None:
+            raise BackendError("VllmApiBackend used before initialize()")
+
+        def round_trip(batch: list[tuple[np.ndarray, np.ndarray]]) -> list[Any]:
+            future = hub.submit(self._gather(hub, batch))
+            return future.result()  # type: ignore[no-any-return]
+
+        return run_in_rounds(requests, round_trip)
+
+    async def _gather(
+        self, hub: _Hub, batch: list[tuple[np.ndarray, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        return list(await asyncio.gather(*(self._one(hub, w, s) for w, s in batch)))
+
+    async def _one(
+        self, hub: _Hub, windows: np.ndarray, state: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        body = {"model": self._model, "data": request_payload(windows, state)}
+        frames = int(windows.shape[0])
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            last = attempt == self._retries
+            try:
+                async with hub.gate:
+                    response = await hub.client.post("/pooling", json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                if last:
+                    raise RemoteBackendError(
+                        f"vllm-api: {self._url} unreachable after {attempt + 1} attempts: {exc!r}"
+                    ) from exc
+            else:
+                if response.status_code == 200:
+                    return self._parse(response, frames)
+                if response.status_code not in _RETRY_STATUS or last:
+                    raise RemoteBackendError(
+                        f"vllm-api: {self._url}/pooling answered HTTP {response.status_code}: "
+                        f"{response.text[:200]!r}"
+                    )
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _parse(self, response: httpx.Response, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(response.content) > _MAX_RESPONSE_BYTES:
+            raise RemoteBackendError(f"vllm-api: response of {len(response.content)} bytes refused")
+        try:
+            payload = response.json()
+            data = payload["data"]
+            if not isinstance(data, dict) or data.get("frames") != frames:
+                raise ProtocolError(f"response is not for {frames} frames")
+            probabilities = decode_array(data.get("probabilities"), (frames,), "probabilities")
+            state = decode_array(data.get("state"), (2, 128), "state")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RemoteBackendError(f"vllm-api: malformed response: {exc}") from exc
+        if not (np.isfinite(probabilities).all() and np.isfinite(state).all()):
+            raise RemoteBackendError("vllm-api: response holds NaN or Inf")
+        if probabilities.size and (probabilities.min() < 0 or probabilities.max() > 1):
+            raise RemoteBackendError("vllm-api: probabilities outside [0, 1]")
+        return probabilities, state
