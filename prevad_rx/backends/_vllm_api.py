@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ssl
 import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -68,11 +69,15 @@ class _Hub:
         )
         self.thread.start()
 
+        tls: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+
         async def make() -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
             client = httpx.AsyncClient(
                 base_url=base_url,
                 headers=headers,
-                verify=verify,
+                verify=tls,
                 timeout=httpx.Timeout(timeout),
                 limits=httpx.Limits(
                     max_connections=max_concurrency, max_keepalive_connections=max_concurrency
@@ -80,7 +85,11 @@ class _Hub:
             )
             return client, asyncio.Semaphore(max_concurrency)
 
-        self.client, self.gate = self.submit(make()).result()
+        try:
+            self.client, self.gate = self.submit(make()).result()
+        except BaseException:
+            self._stop()
+            raise
 
     def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -111,6 +120,9 @@ class _Hub:
                 return
             del self._hubs[self.key]
         self.submit(self.client.aclose()).result(timeout=10)
+        self._stop()
+
+    def _stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()

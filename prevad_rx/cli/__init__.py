@@ -235,7 +235,7 @@ def _vllm_serve(args: argparse.Namespace) -> int:
     command = [
         sys.executable,
         "-m",
-        "vllm.entrypoints.cli.main",
+        "prevad_rx.backends.vllm_plugin._serve_main",
         "serve",
         *serve_arguments(directory, args.host, args.port, args.max_num_seqs),
         *extra,

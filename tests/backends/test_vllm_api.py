@@ -1,0 +1,227 @@
+"""The ``vllm-api`` client against a real HTTP server on 127.0.0.1 that speaks the protocol.
+
+The server (``tests/fake_vllm_server.py``) computes with the ONNX backend, so
+results must be exact, and it can misbehave on request: HTTP 500, garbage,
+wrong sizes, NaN, slowness, dropped connections, a required API key, TLS.
+The real ``vllm serve`` is tested in ``tests/vllm/`` (``make test-vllm``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import prevad_rx as pv
+from prevad_rx.backends import _vllm_api
+from tests.conftest import GoldenFixture, segments_as_lists
+from tests.fake_vllm_server import POISON, FakeVllmServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server() -> Iterator[FakeVllmServer]:
+    with FakeVllmServer() as running:
+        yield running
+
+
+async def run_streams(
+    url: str, audio: np.ndarray, streams: int = 4, **options: Any
+) -> list[pv.StreamResult | BaseException]:
+    async with pv.VADEngine(
+        "vllm-api", 2, backend_options={"url": url, **options}, min_slice_timeout=30
+    ) as engine:
+
+        async def one(index: int) -> pv.StreamResult:
+            stream = engine.open_stream(f"s{index}", keep_probabilities=True)
+            for start in range(0, audio.size, 32000):
+                await stream.push(audio[start : start + 32000])
+            return await stream.close()
+
+        return list(await asyncio.gather(*(one(i) for i in range(streams)), return_exceptions=True))
+
+
+async def test_results_are_exact(server: FakeVllmServer, speech16k: GoldenFixture) -> None:
+    results = await run_streams(server.url, speech16k.audio, streams=6)
+    for result in results:
+        assert isinstance(result, pv.StreamResult)
+        assert result.probabilities is not None
+        np.testing.assert_array_equal(result.probabilities, speech16k.probabilities)
+        assert segments_as_lists(result.segments) == speech16k.default_segments
+    assert not _vllm_api._Hub._hubs  # the shared client is closed with the engine
+
+
+async def test_one_shared_client_per_server(server: FakeVllmServer) -> None:
+    async with pv.VADEngine("vllm-api", 3, backend_options={"url": server.url}):
+        assert len(_vllm_api._Hub._hubs) == 1
+        (hub,) = _vllm_api._Hub._hubs.values()
+        assert hub.users == 3  # every worker's backend uses the same client
+
+
+async def test_transient_failures_are_retried(
+    server: FakeVllmServer, speech16k: GoldenFixture
+) -> None:
+    server.fail_first = 3
+    (result,) = await run_streams(server.url, speech16k.audio, streams=1, backoff=0.01)
+    assert isinstance(result, pv.StreamResult)
+    assert segments_as_lists(result.segments) == speech16k.default_segments
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("500", "HTTP 500"),
+        ("garbage", "malformed response"),
+        ("wrong-size", "not for"),
+        ("nan", "NaN"),
+        ("huge", "refused"),
+        ("drop", "unreachable"),
+    ],
+)
+async def test_bad_answers_fail_the_streams_clearly(
+    server: FakeVllmServer, speech16k: GoldenFixture, mode: str, message: str
+) -> None:
+    server.mode = mode
+    results = await run_streams(
+        server.url, speech16k.audio[:64000], streams=2, retries=1, backoff=0.01
+    )
+    for result in results:
+        assert isinstance(result, pv.StreamFailedError)
+        assert isinstance(result.__cause__, pv.RemoteBackendError)
+        assert message in str(result.__cause__)
+
+
+async def test_a_slow_server_times_out(server: FakeVllmServer, speech16k: GoldenFixture) -> None:
+    server.mode, server.delay_s = "slow", 1.0
+    (result,) = await run_streams(
+        server.url, speech16k.audio[:16000], streams=1, timeout=0.2, retries=1, backoff=0.01
+    )
+    assert isinstance(result, pv.StreamFailedError)
+    assert "unreachable" in str(result.__cause__)
+
+
+async def test_a_failing_stream_does_not_fail_its_neighbours(
+    server: FakeVllmServer, speech16k: GoldenFixture
+) -> None:
+    server.mode = "poison"  # HTTP 500 for requests holding the marked stream's frames
+    marked = speech16k.audio.copy()
+    marked[100000] = POISON
+    async with pv.VADEngine(
+        "vllm-api",
+        2,
+        backend_options={
+            "url": server.url,
+            "retries": 1,
+            "backoff": 0.01,
+        },
+    ) as engine:
+        odd = engine.open_stream("odd")
+        good = engine.open_stream("good")
+
+        async def feed(stream: pv.VADStream, audio: np.ndarray) -> pv.StreamResult:
+            for start in range(0, audio.size, 16000):
+                await stream.push(audio[start : start + 16000])
+            return await stream.close()
+
+        outcomes = await asyncio.gather(
+            feed(odd, marked), feed(good, speech16k.audio), return_exceptions=True
+        )
+    assert isinstance(outcomes[0], pv.StreamFailedError)
+    assert outcomes[0].stream_id == "odd" and "HTTP 500" in str(outcomes[0])
+    assert isinstance(outcomes[1], pv.StreamResult)
+    assert segments_as_lists(outcomes[1].segments) == speech16k.default_segments
+
+
+async def test_api_key(speech16k: GoldenFixture) -> None:
+    with FakeVllmServer(api_key="s3cret") as secured:
+        (ok,) = await run_streams(secured.url, speech16k.audio[:64000], streams=1, api_key="s3cret")
+        (refused,) = await run_streams(
+            secured.url, speech16k.audio[:64000], streams=1, retries=3, backoff=0.01
+        )
+        attempts = secured.requests
+    assert isinstance(ok, pv.StreamResult)
+    assert isinstance(refused, pv.StreamFailedError) and "HTTP 401" in str(refused.__cause__)
+    assert attempts < 10  # a 401 is not retried
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+async def test_tls(tmp_path: Path, speech16k: GoldenFixture) -> None:
+    key, cert = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with FakeVllmServer(tls=context) as secure:
+        assert secure.url.startswith("https://")
+        (trusted,) = await run_streams(secure.url, speech16k.audio, streams=1, verify=str(cert))
+        (untrusted,) = await run_streams(secure.url, speech16k.audio[:16000], streams=1, retries=0)
+    assert isinstance(trusted, pv.StreamResult)
+    assert segments_as_lists(trusted.segments) == speech16k.default_segments
+    assert isinstance(untrusted, pv.StreamFailedError)  # certificate not trusted
+
+
+async def test_server_gone_mid_stream(speech16k: GoldenFixture) -> None:
+    server = FakeVllmServer().__enter__()
+    async with pv.VADEngine(
+        "vllm-api",
+        2,
+        backend_options={
+            "url": server.url,
+            "retries": 2,
+            "backoff": 0.05,
+            "timeout": 2.0,
+        },
+    ) as engine:
+        stream = engine.open_stream()
+        await stream.push(speech16k.audio[:64000])
+        await stream.flush()
+        server.kill()  # the server dies while the stream is open
+        error: BaseException | None = None
+        try:
+            for start in range(64000, speech16k.audio.size, 16000):
+                await stream.push(speech16k.audio[start : start + 16000])
+            await stream.close()
+        except pv.StreamFailedError as exc:
+            error = exc
+    assert isinstance(error, pv.StreamFailedError)
+    assert isinstance(error.__cause__, pv.RemoteBackendError)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(pv.BackendError, match="http"):
+        pv.create_backend("vllm-api", url="ftp://x")
+    with pytest.raises(pv.BackendError):
+        pv.create_backend("vllm-api", url="http://x", retries=-1)
+    with pytest.raises(pv.BackendError, match="bad options"):
+        pv.create_backend("vllm-api")  # url is required
