@@ -99,6 +99,7 @@ class _Lane:
     waiting_for: _Lane | None = None  # the previous generation, still emitting
     successor: _Lane | None = None
     error: StreamFailedError | None = None
+    solo: bool = False  # after a timed-out batch: run alone until it succeeds
 
     def is_ready(self) -> bool:
         return (
@@ -118,7 +119,8 @@ class _Call:
     deadline: float
     timeout: float
     kind: str  # "encode" | "decode"
-    lanes: list[tuple[_Lane, AudioSlice]]  # each stream with its first slice in the call
+    # what the call holds: (lane, slice) for encode, (lane, run of works) for decode
+    items: list[tuple[_Lane, Any]]
     abandoned: bool = False
 
 
@@ -157,7 +159,7 @@ class ModelStage:
         self._emit_lock = threading.RLock()
         self._lanes: dict[str, _Lane] = {}  # the newest generation of each stream id
         self._tombstones: set[str] = set()  # failed streams whose remaining slices are dropped
-        self._encode_queue: deque[tuple[_Lane, AudioSlice]] = deque()
+        self._encode_queue: deque[tuple[_Lane, AudioSlice, bool]] = deque()  # (.., solo)
         self._encode_queued_frames = 0
         self._ready_lanes: deque[_Lane] = deque()
         # Tasks queued or running on the pool, at most one per worker for each kind: a task
@@ -196,7 +198,7 @@ class ModelStage:
             lane.saw_last = item.is_last
             self._in_flight += 1
             if lane.encodable and item.num_frames:
-                self._encode_queue.append((lane, item))
+                self._encode_queue.append((lane, item, False))
                 self._encode_queued_frames += item.num_frames
             else:
                 features = np.zeros((0, 0), np.float32) if lane.encodable else None
@@ -317,15 +319,18 @@ class ModelStage:
             budget = min(self._max_batch_frames, self._share(self._encode_queued_frames))
             batch: list[tuple[_Lane, AudioSlice]] = []
             frames = 0
-            while self._encode_queue and (
-                not batch or frames + self._encode_queue[0][1].num_frames <= budget
-            ):
-                lane, item = self._encode_queue.popleft()
+            while self._encode_queue:
+                lane, item, solo = self._encode_queue[0]
+                if batch and (solo or frames + item.num_frames > budget):
+                    break
+                self._encode_queue.popleft()
                 self._encode_queued_frames -= item.num_frames
                 if lane.gone or lane.error is not None:
                     continue
                 batch.append((lane, item))
                 frames += item.num_frames
+                if solo:
+                    break  # retried alone after a timed-out batch
             if not batch:
                 self._encode_tasks -= 1
                 return
@@ -378,6 +383,8 @@ class ModelStage:
                 return
             take = self._share(len(self._ready_lanes))
             while self._ready_lanes and len(runs) < take:
+                if runs and self._ready_lanes[0].solo:
+                    break
                 lane = self._ready_lanes.popleft()
                 lane.in_ready_queue = False
                 if not lane.is_ready():
@@ -390,12 +397,14 @@ class ModelStage:
                     works.append(work)
                     frames += work.slice.num_frames
                 runs.append((lane, works))
+                if lane.solo:
+                    break  # retried alone after a timed-out batch
             if not runs:
                 self._decode_tasks -= 1
                 return
         call = self._begin_call(
             "decode",
-            [(lane, works[0].slice) for lane, works in runs],
+            list(runs),
             sum(
                 w.slice.num_frames * w.slice.frame_samples / w.slice.sample_rate
                 for _, works in runs
@@ -472,6 +481,7 @@ class ModelStage:
     def _emit_run(self, lane: _Lane, works: list[_Work], result: ModelResult) -> None:
         last = works[-1].slice.is_last
         with self._lock:  # bookkeeping first: the lane stays held (busy) until emitted
+            lane.solo = False
             lane.state = result.state
             lane.next_seq += len(works)
             if last:
@@ -545,10 +555,8 @@ class ModelStage:
             self._retire(lane)
             if not lane.saw_last:
                 self._tombstones.add(lane.stream_id)
-            self._encode_queue = deque(
-                (owner, item) for owner, item in self._encode_queue if owner is not lane
-            )
-            self._encode_queued_frames = sum(item.num_frames for _, item in self._encode_queue)
+            self._encode_queue = deque(e for e in self._encode_queue if e[0] is not lane)
+            self._encode_queued_frames = sum(e[1].num_frames for e in self._encode_queue)
             lane.ready.clear()
             self._failed += 1
             done = self._release(lane.queued, lane)
@@ -607,13 +615,13 @@ class ModelStage:
     # --------------------------------------------------------------- deadlines
 
     def _begin_call(
-        self, kind: str, lanes: Sequence[tuple[_Lane, AudioSlice]], audio_seconds: float
+        self, kind: str, items: Sequence[tuple[_Lane, Any]], audio_seconds: float
     ) -> _Call | None:
         """Register a backend call with its deadline (None: timeouts are off)."""
         if self._timeout_factor is None:
             return None
         timeout = max(self._min_timeout, self._timeout_factor * audio_seconds)
-        call = _Call(threading.get_ident(), time.monotonic() + timeout, timeout, kind, list(lanes))
+        call = _Call(threading.get_ident(), time.monotonic() + timeout, timeout, kind, list(items))
         with self._watch:
             self._calls.add(call)
             if self._watchdog is None:
@@ -651,11 +659,13 @@ class ModelStage:
                 self._give_up(call)
 
     def _give_up(self, call: _Call) -> None:
-        """Fail the streams of a call that overran its deadline and replace its worker."""
+        """A call overran its deadline: replace its worker, and fail its stream -- or, when
+        it held several streams, run each of them again alone (only the culprit hangs again;
+        the others' states were not touched, so rerunning them is exact)."""
         log.error(
-            "%s call on %d stream(s) exceeded %.1f s; failing them and replacing the worker",
+            "%s call on %d stream(s) exceeded %.1f s; replacing the worker",
             call.kind,
-            len(call.lanes),
+            len(call.items),
             call.timeout,
         )
         failed: list[_Lane] = []
@@ -665,19 +675,29 @@ class ModelStage:
                 self._encode_tasks -= 1
             else:
                 self._decode_tasks -= 1
-            for lane, item in call.lanes:
+            alone = len(call.items) == 1
+            for lane, held in reversed(call.items):
                 if call.kind == "decode":
                     lane.busy = False
                 if lane.gone or lane.error is not None:
                     continue
-                error = SliceTimeoutError(
-                    f"stream {item.stream_id!r}: {call.kind} of slice {item.seq} did not "
-                    f"finish within {call.timeout:.1f} s",
-                    item.stream_id,
-                    item.seq,
-                )
-                lane.error = error
-                failed.append(lane)
+                if alone:
+                    first = held[0].slice if call.kind == "decode" else held
+                    lane.error = SliceTimeoutError(
+                        f"stream {first.stream_id!r}: {call.kind} of slice {first.seq} did "
+                        f"not finish within {call.timeout:.1f} s",
+                        first.stream_id,
+                        first.seq,
+                    )
+                    failed.append(lane)
+                elif call.kind == "decode":
+                    for work in held:
+                        lane.ready[work.slice.seq] = work
+                    lane.solo = True
+                    self._mark_if_ready(lane)
+                else:
+                    self._encode_queue.appendleft((lane, held, True))
+                    self._encode_queued_frames += held.num_frames
             encode, decode = self._wanted_tasks()
         self._pool.replace_worker(call.thread)
         for lane in failed:

@@ -123,8 +123,10 @@ async def test_a_hung_call_times_out_and_its_worker_is_replaced(
     for result in [*outcomes[1:], again]:
         assert isinstance(result, pv.StreamResult)
         assert segments_as_lists(result.segments) == speech16k.default_segments
-    assert stats.pool.workers_replaced == 1
-    assert stats.stage is not None and stats.stage.timed_out_calls == 1
+    # one timeout if the culprit ran alone; two if it shared a batch (the batch-mates are
+    # rerun alone, the culprit hangs again): a worker is replaced for each
+    assert stats.stage is not None and stats.stage.timed_out_calls in (1, 2)
+    assert stats.pool.workers_replaced == stats.stage.timed_out_calls
 
 
 async def test_a_slow_call_within_its_deadline_is_not_an_error(
