@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-aio vllm-env test-vllm lint typecheck bench goldens fixtures models-check clean
+.PHONY: demo test test-aio vllm-env test-vllm bench-vllm lint typecheck bench goldens fixtures models-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $$(scripts/find_python.sh) -m venv $(VENV)
@@ -53,6 +53,10 @@ vllm-env: $(VLLM)/.installed
 test-vllm: $(VLLM)/.installed $(STAMP)
 	$(VLLM)/bin/python -m pytest -m vllm -o filterwarnings= tests/vllm/test_vllm_inprocess.py
 	PREVAD_RX_VLLM_PYTHON=$(CURDIR)/$(VLLM)/bin/python $(PY) -m pytest -m vllm tests/vllm/test_vllm_serve.py
+
+## vLLM backends next to onnx; updates the vLLM section of benchmarks/RESULTS.md.
+bench-vllm: $(VLLM)/.installed $(STAMP)
+	$(PY) benchmarks/vllm_bench.py --vllm-python $(CURDIR)/$(VLLM)/bin/python
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check prevad_rx tests examples scripts

@@ -58,7 +58,13 @@ def write_results(results: dict[str, Any], folder: Path, results_md: Path | None
             "Latest `make bench` (`prevad-rx bench --results benchmarks/RESULTS.md`). "
             "Targets and what was reached are discussed in docs/performance.md.\n\n"
         )
-        results_md.write_text(header + table + "\n")
+        kept = ""  # sections written by other benchmarks (make bench-vllm) are kept
+        if results_md.exists():
+            old = results_md.read_text()
+            begin = old.find("<!-- vllm:begin -->")
+            if begin >= 0:
+                kept = "\n" + old[begin:].rstrip() + "\n"
+        results_md.write_text(header + table + "\n" + kept)
 
 
 def progress_to_stderr(message: str) -> None:
