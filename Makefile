@@ -59,8 +59,8 @@ bench-vllm: $(VLLM)/.installed $(STAMP)
 	$(PY) benchmarks/vllm_bench.py --vllm-python $(CURDIR)/$(VLLM)/bin/python
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check prevad_rx tests examples scripts
-	$(VENV)/bin/ruff format --check prevad_rx tests examples scripts
+	$(VENV)/bin/ruff check prevad_rx tests examples scripts benchmarks
+	$(VENV)/bin/ruff format --check prevad_rx tests examples scripts benchmarks
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
