@@ -13,7 +13,6 @@ the "vLLM" section of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ import numpy as np
 
 import prevad_rx as pv
 from prevad_rx.backends.vllm_plugin._protocol import request_payload
-from prevad_rx.bench._scenarios import percentile, rss_mb, speech
+from prevad_rx.bench._scenarios import engine_offline, percentile, rss_mb, speech
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK_BEGIN, MARK_END = "<!-- vllm:begin -->", "<!-- vllm:end -->"
@@ -52,25 +51,10 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-async def throughput(
-    backend: str, options: dict[str, Any], streams: int, audio: np.ndarray
-) -> float:
+def throughput(backend: str, options: dict[str, Any], streams: int, audio: np.ndarray) -> float:
     """Stream-frames per second with ``streams`` streams pushing 2 s chunks flat out."""
-    async with pv.VADEngine(backend, 2, backend_options=options) as engine:
-        warm = engine.open_stream("warm")
-        await warm.push(audio[:32000])
-        await warm.close()
-
-        async def one(index: int) -> None:
-            stream = engine.open_stream(f"s{index}")
-            for start in range(0, audio.size, 32000):
-                await stream.push(audio[start : start + 32000])
-            await stream.close()
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(streams)))
-        elapsed = time.perf_counter() - started
-    return streams * (audio.size // 512) / elapsed
+    wall, _ = pv.run(engine_offline(audio, 2, streams, backend, options))
+    return streams * (audio.size // 512) / wall
 
 
 def request_latency(url: str, frames: int, repeats: int = 30) -> float:
@@ -117,7 +101,7 @@ def serve_measurements(vllm_python: str, audio: np.ndarray) -> dict[str, Any]:
         out["latency_ms"] = {str(n): request_latency(url, n) for n in (1, 16, 63)}
         out["rss_mb"] = tree_rss_mb(process.pid)
         out["frames_per_s"] = {
-            str(n): pv.run(throughput("vllm-api", {"url": url}, n, audio)) for n in (1, 8, 32)
+            str(n): throughput("vllm-api", {"url": url}, n, audio) for n in (1, 8, 32)
         }
         out["rss_after_mb"] = tree_rss_mb(process.pid)
     finally:
@@ -138,7 +122,7 @@ def inprocess_measurements() -> dict[str, Any]:
     return {
         "startup_s": startup,
         "rss_mb": rss,
-        "frames_per_s": {str(n): pv.run(throughput("vllm", {}, n, audio)) for n in (1, 8, 32)},
+        "frames_per_s": {str(n): throughput("vllm", {}, n, audio) for n in (1, 8, 32)},
     }
 
 
@@ -208,7 +192,7 @@ def main() -> None:
     pool = pv.WorkerPool("onnx", 2).start()
     onnx = {"startup_s": time.perf_counter() - started, "rss_mb": rss_mb() - before}
     pool.close()
-    onnx["frames_per_s"] = {str(n): pv.run(throughput("onnx", {}, n, audio)) for n in (1, 8, 32)}
+    onnx["frames_per_s"] = {str(n): throughput("onnx", {}, n, audio) for n in (1, 8, 32)}
     print("[bench-vllm] vllm serve", file=sys.stderr)
     serve = serve_measurements(args.vllm_python, audio)
     print("[bench-vllm] in-process vllm", file=sys.stderr)

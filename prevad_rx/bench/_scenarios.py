@@ -34,6 +34,7 @@ __all__ = [
     "MACS_PER_FRAME",
     "BenchOptions",
     "chunk_latency",
+    "engine_offline",
     "live_streams",
     "memory",
     "offline_throughput",
@@ -180,7 +181,7 @@ def offline_throughput(options: BenchOptions) -> dict[str, Any]:
 
     for workers, streams in ((1, 1), (options.workers, 8)):
         options.progress(f"offline: prevad_rx engine, {workers} worker(s), {streams} stream(s)")
-        wall, cpu = run(_engine_offline(audio, workers, streams))
+        wall, cpu = run(engine_offline(audio, workers, streams))
         total = frames * streams
         out[f"prevad_engine_w{workers}_s{streams}_wall_us"] = wall / total * 1e6
         out[f"prevad_engine_w{workers}_s{streams}_cpu_us"] = cpu / total * 1e6
@@ -193,8 +194,16 @@ def offline_throughput(options: BenchOptions) -> dict[str, Any]:
     return out
 
 
-async def _engine_offline(audio: np.ndarray, workers: int, streams: int) -> tuple[float, float]:
-    async with VADEngine(num_workers=workers) as engine:
+async def engine_offline(
+    audio: np.ndarray,
+    workers: int,
+    streams: int,
+    backend: str = "onnx",
+    backend_options: dict[str, Any] | None = None,
+) -> tuple[float, float]:
+    """Wall and CPU seconds for ``streams`` streams each pushing ``audio`` in 2 s chunks
+    as fast as the engine takes them (after a warm-up stream)."""
+    async with VADEngine(backend, workers, backend_options=backend_options) as engine:
         # warm-up: first calls allocate
         warm = engine.open_stream("warm-up")
         await warm.push(audio[: 16000 * 4])
