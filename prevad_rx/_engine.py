@@ -346,7 +346,7 @@ class VADEngine:
             streams_opened=self._opened,
             pool=self._pool.statistics(),
             stage=self._stage.statistics() if self._stage is not None else None,
-            streams=tuple(s._statistics() for s in self._streams.values()),
+            streams=tuple(s.statistics() for s in self._streams.values()),
         )
 
     # ---------------------------------------------- called by VADStream (loop)

@@ -356,7 +356,8 @@ class VADStream:
         self._engine._forget(self)
         self._signal.notify()
 
-    def _statistics(self) -> StreamStatistics:
+    def statistics(self) -> StreamStatistics:
+        """Counters and queue depths of this stream now."""
         return StreamStatistics(
             stream_id=self.stream_id,
             state=self._state,

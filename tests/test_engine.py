@@ -69,7 +69,7 @@ async def test_events_iterator_and_flush(speech16k: GoldenFixture) -> None:
         half = speech16k.audio.size // 2
         await stream.push(speech16k.audio[:half])
         await stream.flush()
-        stats = stream._statistics()
+        stats = stream.statistics()
         assert stats.frames_processed == stats.frames_submitted == half // 512
         delivered = list(stream.segments)
         await stream.push(speech16k.audio[half:])
@@ -257,7 +257,7 @@ async def test_backpressure_bounds_slices_in_flight(spy: None, speech16k: Golden
         peak = 0
         for start in range(0, 512 * 60, 512):
             await stream.push(speech16k.audio[start : start + 512])
-            peak = max(peak, stream._statistics().slices_in_flight)
+            peak = max(peak, stream.statistics().slices_in_flight)
         await stream.close()
     assert 1 <= peak <= 3
 
@@ -320,7 +320,7 @@ async def test_a_stalled_consumer_blocks_only_its_own_stream(speech16k: GoldenFi
         assert segments_as_lists(result.segments) == speech16k.default_segments
         # the stalled stream's producer is waiting for its consumer, not finished
         assert not stalled_feed.done()
-        stats = stalled._statistics()
+        stats = stalled.statistics()
         assert stats.events_buffered >= 2 and stats.samples_pushed < speech16k.audio.size
         # reading the events lets it go on to the end
         kinds = []
@@ -337,7 +337,7 @@ async def test_close_releases_a_push_waiting_for_room(speech16k: GoldenFixture) 
         stream = engine.open_stream()
         stream.events()  # never read
         position = 0
-        while not stream._statistics().events_buffered:  # fill the backlog
+        while not stream.statistics().events_buffered:  # fill the backlog
             await stream.push(speech16k.audio[position : position + 4000])
             await stream.flush()
             position += 4000

@@ -147,7 +147,7 @@ async def test_wait_policy_bounds_work_in_flight(speech16k: GoldenFixture) -> No
         audio = speech16k.audio[: 16000 * 6]
         for start in range(0, audio.size, 1024):
             await stream.push(audio[start : start + 1024])
-            stats = stream._statistics()
+            stats = stream.statistics()
             peak = max(peak, stats.slices_in_flight)
         result = await stream.close()
     assert 1 <= peak <= 4
@@ -192,11 +192,11 @@ async def test_drop_oldest_never_waits_and_counts_what_it_drops(
         for start in range(0, 512 * 100, 512):  # the only worker is held: nothing runs
             await stream.push(speech16k.audio[start : start + 512])
             pushed += 512
-        stats = stream._statistics()
+        stats = stream.statistics()
         assert stats.queued_chunks == 5 and stats.dropped_samples > 0
         gate.set()
         result = await stream.close()
-        final = stream._statistics()
+        final = stream.statistics()
     assert final.samples_pushed == pushed
     assert result.num_samples == pushed - final.dropped_samples
     assert result.probabilities is not None
@@ -274,7 +274,7 @@ async def test_cancelled_consumer_and_failing_callbacks_end_cleanly(
         with pytest.raises(asyncio.CancelledError):
             await consumer
         result = await feed(stream, speech16k.audio[64000:])  # continues to the end
-        stats = stream._statistics()
+        stats = stream.statistics()
     assert len(result.segments) >= 10
     assert stats.handler_errors == 2 * len(result.segments)  # counted, not lost
     assert "callback bug" in caplog.text  # and logged with the traceback
@@ -289,7 +289,7 @@ async def test_closing_with_work_in_flight_and_open_streams(speech16k: GoldenFix
     await engine.close()
     for stream in streams:
         assert stream.state == "closed"
-        assert stream._statistics().frames_processed == math.ceil(48000 / 512)
+        assert stream.statistics().frames_processed == math.ceil(48000 / 512)
     assert not pending_tasks()
 
 
