@@ -152,7 +152,6 @@ class VADEngine:
         self._audio_operators = tuple(audio_operators)
         self._event_operators = tuple(event_operators)
         self._streams: dict[str, VADStream] = {}
-        self._settings: dict[str, VADStream] = {}  # read by merge_segments on worker threads
         self._opened = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: deque[tuple[Callable[[Any], None], Any]] = deque()
@@ -313,7 +312,6 @@ class VADEngine:
             max_queued_chunks=self._max_queued,
         )
         self._streams[stream_id] = stream
-        self._settings[stream_id] = stream
         self._opened += 1
         return stream
 
@@ -371,11 +369,11 @@ class VADEngine:
     # ----------------------------------------- chain callbacks (various threads)
 
     def _config_for(self, stream_id: str) -> VADConfig:
-        stream = self._settings.get(stream_id)
+        stream = self._streams.get(stream_id)  # read on a worker thread: one dict lookup
         return stream.config if stream is not None else self.config
 
     def _keep_audio_for(self, stream_id: str) -> bool:
-        stream = self._settings.get(stream_id)
+        stream = self._streams.get(stream_id)
         return stream.keep_audio if stream is not None else False
 
     def _slice_submitted(self, item: AudioSlice | StreamFailure) -> None:
@@ -427,14 +425,11 @@ class VADEngine:
     def _frames_on_loop(self, item: FrameProbabilities) -> None:
         stream = self._streams.get(item.stream_id)
         if stream is not None:
-            if item.is_last:
-                self._settings.pop(item.stream_id, None)
             stream._on_frames(item)
 
     def _failure_on_loop(self, failure: StreamFailure) -> None:
         stream = self._streams.get(failure.stream_id)
         if stream is not None:
-            self._settings.pop(failure.stream_id, None)
             stream._fail(failure.error)
             self._fanout.fail(failure.error)
             self._end_failed(stream)

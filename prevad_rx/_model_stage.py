@@ -296,13 +296,11 @@ class ModelStage:
         for _ in range(encode):
             self._schedule(self._run_encode, NORMAL)
 
-    def _mark_if_ready(self, lane: _Lane) -> bool:
+    def _mark_if_ready(self, lane: _Lane) -> None:
         """Queue the lane for decoding if it can run now (call with the lock held)."""
         if lane.is_ready() and not lane.in_ready_queue:
             lane.in_ready_queue = True
             self._ready_lanes.append(lane)
-            return True
-        return False
 
     def _share(self, total: int) -> int:
         """How much of ``total`` queued work one task takes: enough to batch, not so much

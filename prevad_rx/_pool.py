@@ -106,11 +106,7 @@ class WorkerPool:
                 return self
             self._started = True
         for index in range(self.num_workers):
-            thread = threading.Thread(
-                target=self._worker, args=(index,), name=f"{self._name}-{index}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+            self._spawn(index).start()
         with self._cond:
             while self._ready < self.num_workers and self._start_error is None:
                 self._cond.wait()
@@ -198,14 +194,18 @@ class WorkerPool:
                 return
             self._retired.add(ident)
             self._replaced += 1
-            index = self._next_index
+            thread = self._spawn(self._next_index)
             self._next_index += 1
-            thread = threading.Thread(
-                target=self._worker, args=(index,), name=f"{self._name}-{index}", daemon=True
-            )
-            self._threads.append(thread)
         log.warning("worker thread %d replaced after a backend call timed out", ident)
         thread.start()
+
+    def _spawn(self, index: int) -> threading.Thread:
+        """A new (not yet started) worker thread, recorded for ``close()`` to join."""
+        thread = threading.Thread(
+            target=self._worker, args=(index,), name=f"{self._name}-{index}", daemon=True
+        )
+        self._threads.append(thread)
+        return thread
 
     def on_worker_thread(self) -> bool:
         """Whether the calling thread is one of this pool's workers."""
