@@ -1,9 +1,11 @@
 """Audio input: validation, conversion to float32 mono, and streaming resampling.
 
 Accepted sample containers: a 1-D numpy array of float32/float64 in [-1, 1]
-(values are not clipped), a 1-D int16 array (scaled by 1/32768), or PCM16
-little-endian ``bytes``/``bytearray``/``memoryview``. Anything else is an
-:class:`~prevad_rx.AudioFormatError`.
+(values are not clipped), a 1-D int16 array (scaled by 1/32768), PCM16
+little-endian ``bytes``/``bytearray``, or a 1-D ``memoryview`` read by its
+format: bytes (``'B'``, ``'b'``, ``'c'``) are PCM16 little-endian, ``'h'`` is
+int16, ``'f'`` float32, ``'d'`` float64 (strided views are fine). Anything else
+is an :class:`~prevad_rx.AudioFormatError`.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def to_float32_mono(samples: object) -> NDArray[np.float32]:
     The result may share memory with ``samples`` when that is already a 1-D
     float32 array; callers that keep it must copy.
     """
+    if isinstance(samples, memoryview):
+        samples = _from_memoryview(samples)
     if isinstance(samples, bytes | bytearray | memoryview):
         raw = memoryview(samples).cast("B")
         if raw.nbytes % 2:
@@ -82,15 +86,44 @@ def to_float32_mono(samples: object) -> NDArray[np.float32]:
     if samples.dtype == np.float32:
         audio = samples
     elif samples.dtype == np.float64:
-        audio = samples.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes Inf, refused below
+            audio = samples.astype(np.float32)
     else:
         raise AudioFormatError(
             f"audio dtype must be float32, float64 or int16, got {samples.dtype}"
         )
     if audio.size and not np.isfinite(audio).all():
         bad = int(np.flatnonzero(~np.isfinite(audio))[0])
+        if np.isfinite(samples[bad]):
+            raise AudioFormatError(
+                f"audio sample {bad} ({float(samples[bad]):g}) is beyond the float32 range"
+            )
         raise AudioFormatError(f"audio holds NaN or Inf (first at sample {bad})")
     return audio
+
+
+_BYTE_FORMATS: Final = frozenset({"B", "b", "c"})
+
+
+def _from_memoryview(view: memoryview) -> memoryview | bytes | np.ndarray[Any, Any]:
+    """A memoryview as PCM16 bytes (byte formats) or as the numpy array its format names."""
+    try:
+        ndim, shape, fmt, contiguous = view.ndim, view.shape, view.format, view.c_contiguous
+    except ValueError as exc:  # released
+        raise AudioFormatError(f"audio memoryview is unusable: {exc}") from None
+    if ndim != 1:
+        raise AudioFormatError(
+            f"audio must be 1-D mono samples, got a memoryview of shape {shape}"
+            + ("; mix channels down first" if ndim == 2 else "")
+        )
+    if fmt.lstrip("@=<>!") in _BYTE_FORMATS:
+        return view if contiguous else view.tobytes()
+    try:
+        return np.asarray(view)
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        raise AudioFormatError(
+            f"audio memoryview of format {fmt!r} is not readable: {exc}"
+        ) from None
 
 
 class StreamResampler:

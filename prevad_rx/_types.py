@@ -62,10 +62,11 @@ def _check_stream_id(stream_id: object) -> None:
 class AudioChunk:
     """A piece of one stream's audio entering the chain.
 
-    ``samples`` may be float32/float64/int16 numpy arrays or PCM16-LE bytes; it
-    is validated and converted to float32 on construction (raising
-    :class:`~prevad_rx.AudioFormatError`). ``end_of_stream`` marks the stream's
-    last chunk (it may hold samples or be empty).
+    ``samples`` may be float32/float64/int16 numpy arrays, PCM16-LE bytes, or a
+    1-D memoryview (read by its format); it is validated and converted to
+    float32 on construction (raising :class:`~prevad_rx.AudioFormatError`).
+    ``end_of_stream`` marks the stream's last chunk (it may hold samples or be
+    empty).
     """
 
     stream_id: str
