@@ -120,3 +120,17 @@ def no_leaked_threads() -> Iterator[None]:
         if t.ident not in before and t.is_alive() and t.name.startswith("prevad-rx")
     ]
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which encoder path this machine runs (it depends on the CPU and onnxruntime)."""
+    from prevad_rx._cpu import cpu_model, vector_extensions
+
+    backend = pv.create_backend("onnx")
+    backend.initialize()
+    verdict = backend.encoder_verdict  # type: ignore[attr-defined]
+    backend.close()
+    return [
+        f"prevad_rx: CPU {cpu_model()} ({', '.join(vector_extensions()) or 'no known extensions'})",
+        f"prevad_rx: {verdict.path} encoder: {verdict.reason}",
+    ]

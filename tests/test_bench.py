@@ -40,6 +40,13 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["quick"] is True
     assert data["machine"]["cores"] >= 1
+    assert data["machine"]["encoder"] in ("fast", "reference")
+    assert isinstance(data["machine"]["vector_extensions"], list)
+    encoder = data["encoder"]
+    assert encoder["path"] == data["machine"]["encoder"]
+    for row in encoder["sizes"].values():
+        assert row["reference_us"] > 0
+        assert (row.get("fast_us", 0) > 0) == (encoder["path"] == "fast")
     offline = data["offline"]
     for key in (
         "a_frame_by_frame_us",
@@ -47,7 +54,8 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
         "c_naive_split_us",
         "prevad_backend_us",
         "prevad_engine_w1_s1_cpu_us",
-        "prevad_engine_w2_s8_wall_us",
+        "prevad_engine_w1_s30_cpu_us",
+        "prevad_engine_w2_s30_wall_us",
         "floor_us",
     ):
         assert offline[key] > 0, key
@@ -59,7 +67,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
         assert live[key]["trials"], key
     assert data["memory"]["streams"] == 50 and data["memory"]["workers"] == 2
     table = (tmp_path / "bench.md").read_text()
-    for heading in ("1. Offline throughput", "2. Latency", "3. Many live streams", "4. Memory"):
+    for heading in ("0. The encoder alone", "1. Offline throughput", "2. Latency", "3. Many live streams", "4. Memory"):
         assert heading in table
     assert results_md.read_text().startswith("# Benchmark results")
     assert table in results_md.read_text()

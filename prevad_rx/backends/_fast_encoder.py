@@ -1,44 +1,46 @@
-"""A faster Silero encoder: the same arithmetic as large GEMMs, verified bit-identical before use.
+"""A faster Silero encoder: the same sums as an ONNX graph of wide GEMMs, verified before use.
 
-ONNX Runtime runs Silero's STFT and convolutions one frame at a time with tiny
-matrices (time axis of 4); that costs ~50 us per frame here. Written as three
-large GEMMs over all frames of a batch -- windows x STFT basis, then the first
-two convolutions via im2col with the convolution's own (channel, tap) order of
-summation -- the same sums take ~4x less time. The last two convolutions (3% of
-the work, where the reference multiplies one column per frame) run in ONNX Runtime
-as batched ``MatMul`` with exactly those per-frame shapes
-(``silero_vad_16k_encoder_tail.onnx``).
+ONNX Runtime runs the reference encoder (STFT + four 1-D convolutions) one frame
+at a time with tiny matrices: ~50 us per frame. The fast graph
+(``silero_vad_16k_encoder_fast.onnx``, derived by ``scripts/derive_models.py``)
+computes the STFT and the first two convolutions for all frames of a block as a
+few wide ``MatMul`` calls (im2col inside the graph) and keeps the reference's own
+``Conv`` nodes for the last two (3% of the work).
 
-Bit-identical results are not a mathematical given: they hold when the BLAS
-accumulates each dot product in the same order as ONNX Runtime's convolution.
-So :func:`verify` compares the fast encoder with the reference one, bit for
-bit, on calibration frames of many batch sizes, and the backend uses it only
-from the smallest batch size from which every size tested was identical
-(smaller batches can take different BLAS kernels); everything else runs the
-reference encoder. If nothing verifies, the fast encoder is not used at all.
+Why it is bit-identical, and not just close: ONNX Runtime's GEMM kernels (MLAS)
+add up each dot product in passes over K whose width grows as the number of
+output columns per call shrinks. The reference sums each of its dot products in
+one pass (its per-frame GEMMs have 2-4 columns). The fast graph keeps that: its
+weights are 3-D (``[groups, K, columns]``: never prepacked, one GEMM per group)
+with at most 43 columns per STFT GEMM and 32 per convolution GEMM, so every dot
+product is again one pass over the same K in the same (channel, tap) order, on
+any x86-64 kernel (AVX2, AVX-512). Everything else is element-wise and exact.
+
+This rests on MLAS internals, not a contract, so :func:`verify` still compares the
+fast graph with the reference bit for bit at start-up, on calibration frames of
+many batch sizes, and the backend uses it only from the smallest batch size from
+which every size tested was identical. If nothing verifies (another ONNX Runtime
+build, another CPU), the reference encoder runs everything.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["FastEncoder", "calibration_frames", "verify"]
-
-log = logging.getLogger("prevad_rx.backends")
+__all__ = ["BLOCK", "EncoderVerdict", "FastEncoder", "calibration_frames", "verify"]
 
 _FRAME = 512
 _CONTEXT = 64
 _WIDTH = _FRAME + _CONTEXT
-#: Frames per GEMM block: large enough for the big-matrix kernels, small enough for cache.
+#: Frames per call of the fast graph: large enough for wide GEMMs, small enough for cache.
 BLOCK = 256
 #: Batch sizes checked by :func:`verify` (every block a call can produce is one of these
 #: or lies between two of them).
@@ -47,80 +49,41 @@ VERIFY_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 20, 2
                 48, 62, 63, 64, 65, 100, 127, 128, 129, 200, 255, 256, 257, 258, 300, 512)
 # fmt: on
 
-_blas_lock = threading.Lock()
-_blas_limited = False
 
+@dataclass(frozen=True, slots=True)
+class EncoderVerdict:
+    """Which encoder runs and why: the outcome of the start-up verification.
 
-def limit_blas_threads() -> None:
-    """Make BLAS single-threaded, process-wide (once): the worker pool is the parallelism,
-    and a multi-threaded BLAS under several workers only oversubscribes the cores."""
-    global _blas_limited
-    with _blas_lock:
-        if not _blas_limited:
-            from threadpoolctl import threadpool_limits
+    ``path`` is ``"fast"`` when the fast graph runs batches of at least
+    ``minimum_batch`` frames (smaller ones run the reference), ``"reference"``
+    when the reference runs everything; ``reason`` says why, in words.
+    """
 
-            threadpool_limits(limits=1, user_api="blas")
-            _blas_limited = True
-            log.info("prevad_rx: BLAS limited to one thread per call (fast encoder)")
+    path: Literal["fast", "reference"]
+    minimum_batch: int | None
+    reason: str
 
 
 class FastEncoder:
-    """Silero's 16 kHz encoder as large GEMMs (numpy) plus the original last two convolutions."""
+    """The fast encoder graph on one ONNX Runtime session, fed in balanced blocks."""
 
-    def __init__(self, weights: dict[str, NDArray[np.float32]], tail: Any) -> None:
-        self._basis_t = weights["stft_basis_t"]  # [256, 258]
-        self._w0 = weights["conv0_w_t"]  # [387, 128]
-        self._b0 = weights["conv0_b"]
-        self._w1 = weights["conv1_w_t"]  # [384, 64]
-        self._b1 = weights["conv1_b"]
-        self._tail = tail  # ORT session: h1 [n, 2, 64], zeros [n, 64, 1] -> [n, 1, 128]
-        self._zeros = np.zeros((BLOCK, 64, 1), np.float32)
+    def __init__(self, session: Any) -> None:
+        self._session = session  # input [n, 576] -> features [n, 1, 128]
 
     def __call__(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
         """[n, 576] model input rows -> [n, 128] features."""
         n = windows.shape[0]
         if n <= BLOCK:
             return self._block(windows)
-        # balanced blocks (sizes differ by at most one, all > BLOCK / 2): never a tiny
-        # remainder, whose small GEMMs may take other BLAS kernels than verified
+        # balanced blocks (sizes differ by at most one, all > BLOCK / 2): no tiny remainder
+        # block, so every block size lies in the range the verification covers densely
         return np.concatenate(
             [self._block(part) for part in np.array_split(windows, math.ceil(n / BLOCK))]
         )
 
     def _block(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        n = x.shape[0]
-        # STFT: 4 windows of 256 at hops of 128 over the frame, reflect-padded by 64 on the right
-        padded = np.empty((n, _WIDTH + 64), np.float32)
-        padded[:, :_WIDTH] = x
-        padded[:, _WIDTH:] = x[:, _WIDTH - 2 : _WIDTH - 66 : -1]
-        windows = np.lib.stride_tricks.as_strided(
-            padded, (n, 4, 256), (padded.strides[0], 512, 4)
-        ).reshape(n * 4, 256)
-        spec = windows @ self._basis_t  # [n*4, 258]: real 0..128, imaginary 129..257
-        power = spec * spec
-        mag = np.sqrt(power[:, :129] + power[:, 129:]).reshape(n, 4, 129)
-        # conv0 (k=3, stride 1, pad 1) over time: im2col in (channel, tap) order
-        cols0 = np.empty((n, 4, 129, 3), np.float32)
-        cols0[:, 0, :, 0] = 0.0
-        cols0[:, 1:, :, 0] = mag[:, :3]
-        cols0[:, :, :, 1] = mag
-        cols0[:, :3, :, 2] = mag[:, 1:]
-        cols0[:, 3, :, 2] = 0.0
-        h0 = cols0.reshape(n * 4, 387) @ self._w0
-        h0 += self._b0
-        np.maximum(h0, 0.0, out=h0)
-        # conv1 (k=3, stride 2, pad 1): output t reads inputs 2t-1, 2t, 2t+1
-        h0 = h0.reshape(n, 4, 128)
-        cols1 = np.empty((n, 2, 128, 3), np.float32)
-        cols1[:, 0, :, 0] = 0.0
-        cols1[:, 1, :, 0] = h0[:, 1]
-        cols1[:, :, :, 1] = h0[:, 0::2]
-        cols1[:, :, :, 2] = h0[:, 1::2]
-        h1 = cols1.reshape(n * 2, 384) @ self._w1
-        h1 += self._b1
-        np.maximum(h1, 0.0, out=h1)
-        (features,) = self._tail.run(None, {"h1": h1.reshape(n, 2, 64), "zeros": self._zeros[:n]})
-        return np.asarray(features).reshape(n, 128)
+        (features,) = self._session.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})
+        return np.asarray(features).reshape(x.shape[0], 128)
 
 
 def calibration_frames(count: int = 2048, seed: int = 1729) -> NDArray[np.float32]:
@@ -154,7 +117,7 @@ def verify(
     frames: NDArray[np.float32] | None = None,
 ) -> int | None:
     """The smallest batch size from which ``fast`` equals ``reference`` bit for bit at every
-    size tested (two batches per size), or None if even full blocks differ."""
+    size tested (two batches per size), or None if even the largest size differs."""
     data = calibration_frames() if frames is None else frames
     exact: dict[int, bool] = {}
     offset = 0

@@ -23,8 +23,7 @@ MODEL_FILES = {
     "sequence": "silero_vad_16k_sequence.onnx",
     "encoder": "silero_vad_16k_encoder.onnx",
     "decoder": "silero_vad_16k_decoder.onnx",
-    "encoder_tail": "silero_vad_16k_encoder_tail.onnx",
-    "encoder_gemm": "silero_vad_16k_encoder_gemm.npz",
+    "encoder_fast": "silero_vad_16k_encoder_fast.onnx",
     "weights": "silero_vad_16k_weights.npz",
 }
 

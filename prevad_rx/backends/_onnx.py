@@ -6,23 +6,25 @@ streams in one call; :meth:`OnnxBackend.decode` advances several streams in one
 LSTM call (padded to the longest run, with ``sequence_lens``). 8 kHz runs through
 the streaming model's 8 kHz branch, one frame per step with all streams batched.
 
-The encoder runs as large GEMMs (:mod:`prevad_rx.backends._fast_encoder`) for
-batches where that was verified bit-identical to the reference encoder on this
-machine at start-up, and through the reference graph otherwise.
+The encoder runs the fast graph (:mod:`prevad_rx.backends._fast_encoder`) for the
+batch sizes where it was verified bit-identical to the reference encoder at
+start-up, and the reference graph otherwise; :attr:`OnnxBackend.encoder_verdict`
+says which.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from prevad_rx._cpu import vector_extensions
 from prevad_rx._errors import BackendError
 from prevad_rx.backends._base import Backend, DecodeRequest, ModelRequest, ModelResult
-from prevad_rx.backends._fast_encoder import FastEncoder, limit_blas_threads, verify
+from prevad_rx.backends._fast_encoder import EncoderVerdict, FastEncoder, verify
 from prevad_rx.backends._models import model_path
 
 if TYPE_CHECKING:
@@ -37,10 +39,10 @@ _FEATURE_DIM = 128
 
 EncoderMode = Literal["auto", "fast", "reference"]
 
-# The fast encoder's verification is done once per process (it does not depend on the
-# instance): None until done, then the smallest verified batch size or 0 for "never".
+# The fast encoder is verified once per process and session configuration (the verdict
+# does not depend on the instance), and each verdict is logged once, at INFO.
 _verify_lock = threading.Lock()
-_verified_minimum: int | None = None
+_verdicts: dict[tuple[int, tuple[str, ...]], EncoderVerdict] = {}
 
 
 class OnnxBackend(Backend):
@@ -51,12 +53,10 @@ class OnnxBackend(Backend):
             worker pool provides the parallelism.
         providers: ORT execution providers.
         verify_models: check the shipped files' sha256 pins on first use.
-        encoder: ``"auto"`` (default) uses the fast GEMM encoder for the batch
+        encoder: ``"auto"`` (default) uses the fast encoder graph for the batch
             sizes where it was verified bit-identical to the reference at
             start-up; ``"fast"`` requires that verification to succeed;
             ``"reference"`` always runs the original graph.
-        limit_blas_threads: with the fast encoder, make BLAS single-threaded
-            process-wide (the pool is the parallelism; see docs/performance.md).
     """
 
     name = "onnx"
@@ -68,7 +68,6 @@ class OnnxBackend(Backend):
         providers: Sequence[str] = ("CPUExecutionProvider",),
         verify_models: bool = True,
         encoder: EncoderMode = "auto",
-        limit_blas_threads: bool = True,
     ) -> None:
         if not isinstance(intra_op_threads, int) or intra_op_threads < 1:
             raise BackendError(f"intra_op_threads must be an int >= 1, got {intra_op_threads!r}")
@@ -78,10 +77,10 @@ class OnnxBackend(Backend):
         self._providers = list(providers)
         self._verify = verify_models
         self._encoder_mode = encoder
-        self._limit_blas = limit_blas_threads
         self._sessions: dict[str, Any] = {}
         self._fast: FastEncoder | None = None
         self._fast_minimum = 0
+        self._verdict = EncoderVerdict("reference", None, "not initialized")
 
     def initialize(self) -> None:
         import onnxruntime as ort
@@ -95,49 +94,68 @@ class OnnxBackend(Backend):
             self._sessions[role] = ort.InferenceSession(
                 str(path), sess_options=options, providers=self._providers
             )
-        if self._encoder_mode != "reference":
-            self._start_fast_encoder(ort, options)
-
-    def _start_fast_encoder(self, ort: Any, options: Any) -> None:
-        global _verified_minimum
-        if self._limit_blas:
-            limit_blas_threads()
-        tail = ort.InferenceSession(
-            str(model_path("encoder_tail", verify=self._verify)),
-            sess_options=options,
-            providers=self._providers,
+        if self._encoder_mode == "reference":
+            self._verdict = EncoderVerdict("reference", None, "encoder='reference' was asked for")
+            return
+        fast = FastEncoder(
+            ort.InferenceSession(
+                str(model_path("encoder_fast", verify=self._verify)),
+                sess_options=options,
+                providers=self._providers,
+            )
         )
-        with np.load(model_path("encoder_gemm", verify=self._verify)) as data:
-            weights = {name: data[name] for name in data.files}
-        fast = FastEncoder(weights, tail)
-        with _verify_lock:
-            if _verified_minimum is None:
-                minimum = verify(fast, self._reference_encode)
-                _verified_minimum = minimum or 0
-                if minimum is None:
-                    log.warning(
-                        "prevad_rx: the fast encoder is not bit-identical to the reference "
-                        "on this machine; using the reference encoder"
-                    )
-                else:
-                    log.info(
-                        "prevad_rx: fast encoder verified for batches of >= %d frames", minimum
-                    )
-            minimum = _verified_minimum
-        if not minimum:
+        self._verdict = self._verified(fast)
+        if self._verdict.path == "reference":
             if self._encoder_mode == "fast":
-                raise BackendError(
-                    "encoder='fast': the fast encoder is not bit-identical to the reference "
-                    "encoder on this machine"
-                )
+                raise BackendError(f"encoder='fast': {self._verdict.reason}")
             return
         self._fast = fast
-        self._fast_minimum = minimum
+        self._fast_minimum = self._verdict.minimum_batch or 1
+
+    def _verified(self, fast: FastEncoder) -> EncoderVerdict:
+        key = (self._threads, tuple(self._providers))
+        with _verify_lock:
+            verdict = _verdicts.get(key)
+            if verdict is None:
+                minimum = verify(fast, self._reference_encode)
+                if minimum is None:
+                    verdict = EncoderVerdict(
+                        "reference",
+                        None,
+                        "the fast encoder graph is not bit-identical to the reference encoder "
+                        "on this machine and onnxruntime build",
+                    )
+                else:
+                    verdict = EncoderVerdict(
+                        "fast",
+                        minimum,
+                        f"bit-identical to the reference for batches of >= {minimum} frames",
+                    )
+                _verdicts[key] = verdict
+                log.info(
+                    "prevad_rx: %s encoder (%s; CPU: %s)",
+                    verdict.path,
+                    verdict.reason,
+                    ", ".join(vector_extensions()) or "no known vector extensions",
+                )
+        return verdict
+
+    @property
+    def encoder_verdict(self) -> EncoderVerdict:
+        """Which encoder runs (fast graph or reference), from which batch size, and why."""
+        return self._verdict
 
     @property
     def fast_encoder_minimum(self) -> int | None:
         """Smallest batch the fast encoder runs (None: the reference encoder runs everything)."""
         return self._fast_minimum if self._fast is not None else None
+
+    def describe(self) -> Mapping[str, object]:
+        return {
+            "encoder": self._verdict.path,
+            "fast_encoder_minimum_batch": self.fast_encoder_minimum,
+            "encoder_reason": self._verdict.reason,
+        }
 
     def close(self) -> None:
         self._sessions.clear()

@@ -1,8 +1,9 @@
 """``prevad-rx bench``: prevad_rx against the reference ways of running Silero, in one run.
 
-Scenarios (see ``docs/performance.md``): offline throughput with the arithmetic
-floor, 2 s chunk latency, many live streams against a per-stream-model baseline,
-and memory at 1,000 open streams. Results are written as JSON and Markdown;
+Scenarios (see ``docs/performance.md``): the encoder alone (reference vs fast
+graph), offline throughput with the arithmetic floor, 2 s chunk latency, many
+live streams against a per-stream-model baseline, and memory at 1,000 open
+streams. Results are written as JSON and Markdown;
 timings are never asserted in the test suite.
 """
 
@@ -19,6 +20,7 @@ from prevad_rx.bench._report import machine, markdown
 from prevad_rx.bench._scenarios import (
     BenchOptions,
     chunk_latency,
+    encoder_speed,
     live_streams,
     memory,
     offline_throughput,
@@ -27,6 +29,7 @@ from prevad_rx.bench._scenarios import (
 __all__ = ["SCENARIOS", "BenchOptions", "markdown", "run_benchmarks", "write_results"]
 
 SCENARIOS = {
+    "encoder": encoder_speed,
     "offline": offline_throughput,
     "latency": chunk_latency,
     "live": live_streams,

@@ -12,30 +12,31 @@ __all__ = ["machine", "markdown"]
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: CPU and its vector extensions (they decide the
+    kernels, and so whether the fast encoder verifies), library versions, encoder path."""
     import numpy
     import onnxruntime
 
+    from prevad_rx._cpu import cpu_model, vector_extensions
     from prevad_rx._version import __version__
+    from prevad_rx.backends import create_backend
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    backend = create_backend("onnx")
+    backend.initialize()
+    info = backend.describe()
+    backend.close()
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
+        "cpu": cpu_model(),
+        "vector_extensions": list(vector_extensions()),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "onnxruntime": onnxruntime.__version__,
         "numpy": numpy.__version__,
         "prevad_rx": __version__,
+        "encoder": info.get("encoder"),
+        "fast_encoder_minimum_batch": info.get("fast_encoder_minimum_batch"),
     }
 
 
@@ -50,13 +51,39 @@ def _f(value: Any, digits: int = 1) -> str:
 def markdown(results: dict[str, Any]) -> str:
     """The results as Markdown tables (the body of ``benchmarks/RESULTS.md``)."""
     m = results["machine"]
+    extensions = ", ".join(m.get("vector_extensions") or []) or "no known vector extensions"
+    encoder = m.get("encoder")
+    if encoder == "fast":
+        encoder_note = (
+            f"fast encoder graph (verified bit-identical from batches of "
+            f"{m.get('fast_encoder_minimum_batch')} frames)"
+        )
+    else:
+        encoder_note = f"{encoder} encoder"
     lines = [
-        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
-        f"onnxruntime {m['onnxruntime']}, numpy {m['numpy']}, prevad_rx {m['prevad_rx']}. "
+        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores; {extensions}), "
+        f"Python {m['python']}, onnxruntime {m['onnxruntime']}, numpy {m['numpy']}, "
+        f"prevad_rx {m['prevad_rx']}; {encoder_note}. "
         "All rows of a table come from the same run; compare ratios, not absolute times, "
         "across machines.",
         "",
     ]
+    enc = results.get("encoder")
+    if enc:
+        lines += [
+            "### 0. The encoder alone (µs per frame, one core, best of repeats)",
+            "",
+            f"Verdict at start-up: **{enc['path']}** ({enc['reason']}).",
+            "",
+            "| batch | reference graph | fast graph | speed-up |",
+            "|---|---|---|---|",
+        ]
+        for size, row in enc["sizes"].items():
+            lines.append(
+                f"| {size} | {_f(row['reference_us'])} | {_f(row.get('fast_us'))} | "
+                f"{_f(row.get('speedup'), 2)}x |"
+            )
+        lines.append("")
     off = results.get("offline")
     if off:
         w = max(int(k.split("_w")[1].split("_")[0]) for k in off if k.startswith("prevad_engine_w"))
@@ -77,30 +104,41 @@ def markdown(results: dict[str, Any]) -> str:
                 "(c) naive split, 4 fresh instances per chunk (changes decisions)",
                 off["c_naive_split_us"],
             ),
-            ("prevad_rx backend only (fast encoder + decoder), 1 core", off["prevad_backend_us"]),
-            ("prevad_rx engine, 1 worker: CPU time", off["prevad_engine_w1_s1_cpu_us"]),
-            ("prevad_rx engine, 1 worker: wall time", off["prevad_engine_w1_s1_wall_us"]),
+            ("prevad_rx backend only (encoder + decoder), 1 core", off["prevad_backend_us"]),
+            ("prevad_rx engine, 1 worker, 1 stream: CPU time", off["prevad_engine_w1_s1_cpu_us"]),
             (
-                f"prevad_rx engine, {w} workers, 8 streams: CPU time",
-                off[f"prevad_engine_w{w}_s8_cpu_us"],
+                "prevad_rx engine, 1 worker, 1 stream: wall time",
+                off["prevad_engine_w1_s1_wall_us"],
             ),
             (
-                f"prevad_rx engine, {w} workers, 8 streams: wall time",
-                off[f"prevad_engine_w{w}_s8_wall_us"],
+                "prevad_rx engine, 1 worker, 30 streams: CPU time",
+                off.get("prevad_engine_w1_s30_cpu_us"),
             ),
             (
-                f"arithmetic floor ({MACS_NOTE}, sgemm {off['sgemm_gflops']:.0f} GFLOP/s)",
-                off["floor_us"],
+                f"prevad_rx engine, {w} workers, 30 streams: CPU time",
+                off.get(f"prevad_engine_w{w}_s30_cpu_us"),
+            ),
+            (
+                f"prevad_rx engine, {w} workers, 30 streams: wall time",
+                off.get(f"prevad_engine_w{w}_s30_wall_us"),
             ),
         ]
+        gflops = off.get("sgemm_gflops")
+        if gflops:
+            rows.append(
+                (f"arithmetic floor ({MACS_NOTE}, sgemm {gflops:.0f} GFLOP/s)", off["floor_us"])
+            )
         for name, value in rows:
-            lines.append(f"| {name} | {_f(value)} | {_f(b / value, 2)}x |")
-        lines += [
-            "",
-            f"prevad_rx (1 worker, CPU time) is **{off['speedup_vs_b']:.2f}x** (b) and "
-            f"**{off['vs_floor']:.2f}x** the arithmetic floor.",
-            "",
-        ]
+            ratio = b / value if value else None
+            lines.append(f"| {name} | {_f(value)} | {_f(ratio, 2)}x |")
+        summary = (
+            f"prevad_rx (1 worker, CPU time) is **{off['speedup_vs_b']:.2f}x** (b) with one stream"
+        )
+        if off.get("speedup_30_streams_vs_b"):
+            summary += f" and **{off['speedup_30_streams_vs_b']:.2f}x** with 30 streams"
+        if off.get("vs_floor"):
+            summary += f"; {off['vs_floor']:.2f}x the arithmetic floor"
+        lines += ["", summary + ".", ""]
     lat = results.get("latency")
     if lat:
         lines += [

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources as importlib_resources
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "MACS_PER_FRAME",
     "BenchOptions",
     "chunk_latency",
+    "encoder_speed",
     "engine_offline",
     "live_streams",
     "memory",
@@ -100,10 +102,13 @@ def _best_of(repeats: int, fn: Callable[[], object]) -> float:
     return best
 
 
-def sgemm_gflops() -> float:
-    """Single-thread float32 GEMM rate on this machine, now (GFLOP/s)."""
-    from threadpoolctl import threadpool_limits
-
+def sgemm_gflops() -> float | None:
+    """Single-thread float32 GEMM rate on this machine, now (GFLOP/s); None without
+    threadpoolctl (numpy's BLAS would use every core and overstate one core's rate)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
     a = np.random.default_rng(0).random((512, 512), dtype=np.float32)
     with threadpool_limits(limits=1, user_api="blas"):
         seconds = _best_of(20, lambda: a @ a)
@@ -122,6 +127,39 @@ def rss_mb() -> float:
     except OSError:  # not Linux: peak instead of current
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / (1e6 if sys.platform == "darwin" else 1e3)
+
+
+# --------------------------------------------------------------------- scenario 0
+
+
+def encoder_speed(options: BenchOptions) -> dict[str, Any]:
+    """The encoder alone, one core: the reference graph vs the fast graph (µs per frame at
+    several batch sizes, best of N), with the start-up verdict that decides which runs."""
+    from prevad_rx.backends._onnx import OnnxBackend
+
+    options.progress("encoder: reference vs fast graph")
+    backend = create_backend("onnx")
+    backend.initialize()
+    assert isinstance(backend, OnnxBackend)
+    verdict = backend.encoder_verdict
+    windows = windows_of(speech(20))
+    repeats = 3 if options.quick else 15
+    out: dict[str, Any] = {
+        "path": verdict.path,
+        "minimum_batch": verdict.minimum_batch,
+        "reason": verdict.reason,
+        "sizes": {},
+    }
+    fast = backend._fast
+    for size in (4, 16, 64, 256, 600):
+        batch = windows[:size]
+        row = {"reference_us": _best_of(repeats, partial(backend._reference_encode, batch))}
+        if fast is not None:
+            row["fast_us"] = _best_of(repeats, partial(fast, batch))
+            row["speedup"] = row["reference_us"] / row["fast_us"]
+        out["sizes"][size] = {k: v / size * 1e6 if k.endswith("_us") else v for k, v in row.items()}
+    backend.close()
+    return out
 
 
 # --------------------------------------------------------------------- scenario 1
@@ -179,7 +217,7 @@ def offline_throughput(options: BenchOptions) -> dict[str, Any]:
     out["fast_encoder_minimum"] = getattr(backend, "fast_encoder_minimum", None)
     backend.close()
 
-    for workers, streams in ((1, 1), (options.workers, 8)):
+    for workers, streams in ((1, 1), (1, 30), (options.workers, 30)):
         options.progress(f"offline: prevad_rx engine, {workers} worker(s), {streams} stream(s)")
         wall, cpu = run(engine_offline(audio, workers, streams))
         total = frames * streams
@@ -188,9 +226,12 @@ def offline_throughput(options: BenchOptions) -> dict[str, Any]:
 
     gflops = sgemm_gflops()
     out["sgemm_gflops"] = gflops
-    out["floor_us"] = 2 * MACS_PER_FRAME / (gflops * 1e9) * 1e6
+    out["floor_us"] = 2 * MACS_PER_FRAME / (gflops * 1e9) * 1e6 if gflops else None
     out["speedup_vs_b"] = out["b_sequence_us"] / out["prevad_engine_w1_s1_cpu_us"]
-    out["vs_floor"] = out["prevad_engine_w1_s1_cpu_us"] / out["floor_us"]
+    out["speedup_30_streams_vs_b"] = out["b_sequence_us"] / out["prevad_engine_w1_s30_cpu_us"]
+    out["vs_floor"] = (
+        out["prevad_engine_w1_s1_cpu_us"] / out["floor_us"] if out["floor_us"] else None
+    )
     return out
 
 
