@@ -43,6 +43,7 @@ from prevad_rx._errors import (
     StreamFailedError,
     UnknownBackendError,
     UnsupportedSampleRateError,
+    WrongEventLoopError,
 )
 from prevad_rx._facade import AsyncParallelVAD
 from prevad_rx._model_stage import StageStatistics
@@ -103,6 +104,7 @@ __all__ = [
     "VADEngine",
     "VADStream",
     "WorkerPool",
+    "WrongEventLoopError",
     "__version__",
     "aiter_observable",
     "available_backends",

@@ -33,11 +33,18 @@ from reactivex import operators as ops
 from reactivex.abc import DisposableBase
 from reactivex.subject import Subject
 
-from prevad_rx._audio import validate_sample_rate
+from prevad_rx._audio import model_sample_rate, validate_sample_rate
 from prevad_rx._config import VADConfig
-from prevad_rx._errors import ClosedError, ConfigError, DuplicateStreamError, StreamFailedError
+from prevad_rx._errors import (
+    ClosedError,
+    ConfigError,
+    DuplicateStreamError,
+    StreamFailedError,
+    UnsupportedSampleRateError,
+)
 from prevad_rx._fanout import EventFanout
-from prevad_rx._model_stage import ModelStage, StageStatistics
+from prevad_rx._loop import require_loop
+from prevad_rx._model_stage import ModelStage, StageStatistics, check_timeouts
 from prevad_rx._pool import PoolStatistics, WorkerPool
 from prevad_rx._stream import BackpressurePolicy, StreamStatistics, VADStream
 from prevad_rx._types import AudioChunk, AudioSlice, FrameProbabilities, SpeechEvent, StreamFailure
@@ -71,6 +78,14 @@ class EngineStatistics:
 def _check_policy(policy: object) -> None:
     if policy not in ("wait", "drop_oldest", "error"):
         raise ConfigError(f"backpressure must be 'wait', 'drop_oldest' or 'error', got {policy!r}")
+
+
+def _check_operators(name: str, chain: object) -> None:
+    if isinstance(chain, str | bytes) or not isinstance(chain, Sequence):
+        raise ConfigError(f"{name} must be a sequence of operators, got {chain!r}")
+    for operator in chain:
+        if not callable(operator):
+            raise ConfigError(f"{name} must hold callables (operators), got {operator!r}")
 
 
 def _apply(source: Observable[Any], *operators: AnyOperator) -> Observable[Any]:
@@ -107,7 +122,10 @@ class VADEngine:
         event_operators: operators applied to the ``SpeechEvent`` stream.
 
     Use ``async with VADEngine(...) as engine`` (or ``await engine.start()`` /
-    ``await engine.close()``), then :meth:`open_stream`.
+    ``await engine.close()``), then :meth:`open_stream`. Every argument is
+    checked here (:class:`ConfigError`), before any thread starts. The engine
+    and its streams belong to the loop it starts on; calls from another loop
+    raise :class:`WrongEventLoopError`.
     """
 
     def __init__(
@@ -138,10 +156,16 @@ class VADEngine:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        check_timeouts(slice_timeout_factor, min_slice_timeout)
+        _check_operators("audio_operators", audio_operators)
+        _check_operators("event_operators", event_operators)
+        if pool is not None and not isinstance(pool, WorkerPool):
+            raise ConfigError(f"pool must be a WorkerPool, got {type(pool).__name__}")
+        self._slicer = window_slices(frames_per_slice)  # validates frames_per_slice now
         self.config = config or VADConfig()
         self._owns_pool = pool is None
+        # validates backend, num_workers and backend_options; starts no thread
         self._pool = pool or WorkerPool(backend, num_workers, backend_options=backend_options)
-        self._slicer = window_slices(frames_per_slice)  # validates frames_per_slice now
         self._max_pending = max_pending_slices
         self._max_buffered = max_buffered_events
         self._backpressure: BackpressurePolicy = backpressure
@@ -161,23 +185,58 @@ class VADEngine:
         self._subscriptions: list[DisposableBase] = []
         self._state = "new"
         self._broken: BaseException | None = None
+        self._pool_closed: asyncio.Future[None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> VADEngine:
-        """Start the pool (if owned) and build the operator chain."""
+        """Start the pool (if owned) and build the operator chain.
+
+        If starting fails or is cancelled, the engine is closed (its pool too).
+        """
         if self._state == "running":
+            require_loop(self._loop, "VADEngine.start()")
             return self
+        if self._state == "starting":
+            raise ClosedError("engine is already starting")
         if self._state != "new":
             raise ClosedError("engine is closed")
-        self._loop = asyncio.get_running_loop()
-        if self._owns_pool:
-            await self._loop.run_in_executor(None, self._pool.start)
-        elif not self._pool.started:
+        if not self._owns_pool and not self._pool.started:
             raise ClosedError("the shared WorkerPool is not started")
-        self._build_chain()
+        loop = self._loop = asyncio.get_running_loop()
+        self._state = "starting"
+        try:
+            if self._owns_pool:
+                await loop.run_in_executor(None, self._pool.start)
+            if self._pool_closed is not None:
+                raise ClosedError("engine was closed while it was starting")
+            self._build_chain()
+        except BaseException:
+            self._state = "closing"
+            self._close_pool()  # also ends a start still running in the executor
+            raise
         self._state = "running"
         return self
+
+    def _close_pool(self) -> None:
+        """Close an owned pool in the executor, once; the engine is closed when it is done.
+
+        Submitted at once, so the pool is closed even if the caller is cancelled.
+        """
+        if self._pool_closed is not None:
+            return
+        assert self._loop is not None
+        if self._owns_pool:
+            self._pool_closed = self._loop.run_in_executor(None, self._pool.close)
+        else:
+            self._pool_closed = self._loop.create_future()
+            self._pool_closed.set_result(None)
+        self._pool_closed.add_done_callback(self._pool_close_done)
+
+    def _pool_close_done(self, future: asyncio.Future[None]) -> None:
+        self._state = "closed"
+        if not future.cancelled() and future.exception() is not None:
+            log.error("closing the worker pool failed", exc_info=future.exception())
 
     def _set_stage(self, stage: ModelStage) -> None:
         self._stage = stage
@@ -215,28 +274,51 @@ class VADEngine:
         self._subject = subject
 
     async def close(self) -> None:
-        """Close every open stream (waiting for its last events), then stop the pool."""
-        if self._state in ("closing", "closed"):
-            return
+        """Close every open stream (waiting for its last events), then stop the pool.
+
+        If this is cancelled while streams are closing, the streams not yet ended
+        fail (:class:`StreamFailedError`) and the pool is still stopped; awaiting
+        ``close()`` again waits until it is.
+        """
         if self._state == "new":
             self._state = "closed"
             return
-        self._state = "closing"
-        streams = list(self._streams.values())
-        results = await asyncio.gather(*(s.close() for s in streams), return_exceptions=True)
-        for stream, result in zip(streams, results, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, StreamFailedError):
-                log.error("closing stream %r failed", stream.stream_id, exc_info=result)
+        require_loop(self._loop, "VADEngine.close()")
+        if self._state == "running":
+            self._state = "closing"
+            try:
+                streams = list(self._streams.values())
+                results = await asyncio.gather(
+                    *(s.close() for s in streams), return_exceptions=True
+                )
+                for stream, result in zip(streams, results, strict=True):
+                    if isinstance(result, BaseException) and not isinstance(
+                        result, StreamFailedError
+                    ):
+                        log.error("closing stream %r failed", stream.stream_id, exc_info=result)
+            finally:
+                self._stop_chain()
+                self._close_pool()
+        elif self._state == "starting":
+            self._close_pool()  # the start() in progress fails with ClosedError
+        if self._pool_closed is not None:
+            await asyncio.shield(self._pool_closed)
+
+    def _stop_chain(self) -> None:
+        """End the operator chain and every listener (synchronous: runs even when cancelled)."""
+        for stream in list(self._streams.values()):  # left over only if close() was cancelled
+            stream._fail(
+                StreamFailedError(
+                    f"stream {stream.stream_id!r}: the engine closed before the stream ended",
+                    stream.stream_id,
+                )
+            )
         if self._subject is not None:
             self._subject.on_completed()
         for subscription in self._subscriptions:
             subscription.dispose()
         self._subscriptions.clear()
         self._fanout.complete()
-        if self._owns_pool:
-            assert self._loop is not None
-            await self._loop.run_in_executor(None, self._pool.close)
-        self._state = "closed"
 
     aclose = close
 
@@ -286,15 +368,23 @@ class VADEngine:
             raise ClosedError(
                 "engine is not running; use 'async with VADEngine(...)' or await start()"
             )
+        require_loop(self._loop, "VADEngine.open_stream()")
         if self._broken is not None:
             raise ClosedError(f"engine stopped after an internal error: {self._broken}")
         if stream_id is None:
             stream_id = uuid.uuid4().hex
         if not isinstance(stream_id, str):
-            raise TypeError(f"stream_id must be a str, got {type(stream_id).__name__}")
+            raise ConfigError(f"stream_id must be a str, got {type(stream_id).__name__}")
         if stream_id in self._streams:
             raise DuplicateStreamError(f"stream {stream_id!r} is already open", stream_id)
         rate = validate_sample_rate(sample_rate)
+        supported = self._pool.probe().sample_rates
+        if model_sample_rate(rate) not in supported:
+            runs = " and ".join(f"{r} Hz" for r in sorted(supported)) or "no rate"
+            raise UnsupportedSampleRateError(
+                f"backend {self._pool.backend_name!r} runs at {runs} only: a stream at "
+                f"{rate} Hz (processed at {model_sample_rate(rate)} Hz) is not supported"
+            )
         if config is not None and not isinstance(config, VADConfig):
             raise ConfigError(f"config must be a VADConfig, got {config!r}")
         if backpressure is not None:
@@ -336,6 +426,7 @@ class VADEngine:
         """Iterate over every stream's events (failures as ``error`` events) until the
         engine closes. Registers at call time. While it holds ``max_buffered_events``
         unread events, every stream's ``push()`` waits."""
+        require_loop(self._loop, "VADEngine.events()")
         return self._fanout.events()
 
     def statistics(self) -> EngineStatistics:

@@ -12,13 +12,15 @@
     │   ├── BackpressureError       push refused: the stream is full (policy "error")
     │   └── StreamFailedError       processing failed; ``seq`` names the slice, ``__cause__`` why
     │       ├── SliceOrderError     a slice was lost, duplicated or arrived too far out of order
-    │       └── SliceTimeoutError   a model call on the stream's slice took too long
+    │       ├── SliceTimeoutError   a model call on the stream's slice took too long
+    │       └── OperatorError       an operator raised on the stream's item or emitted a wrong item
     ├── BackendError                a model backend failed or is unavailable
     │   ├── UnknownBackendError     no backend registered under that name (also a LookupError)
     │   ├── BackendUnavailableError its optional dependencies are missing
     │   ├── RemoteBackendError      a model server could not be reached or answered wrongly
     │   └── ModelIntegrityError     a shipped model file does not match its sha256 pin
-    └── ClosedError                 the pool or engine is closed
+    ├── ClosedError                 the pool or engine is closed
+    └── WrongEventLoopError         an engine or stream used outside its event loop (a RuntimeError)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DuplicateStreamError",
     "ModelIntegrityError",
+    "OperatorError",
     "PrevadError",
     "RemoteBackendError",
     "SliceOrderError",
@@ -41,6 +44,7 @@ __all__ = [
     "StreamFailedError",
     "UnknownBackendError",
     "UnsupportedSampleRateError",
+    "WrongEventLoopError",
 ]
 
 
@@ -96,6 +100,25 @@ class SliceTimeoutError(StreamFailedError):
     """A backend call on one of the stream's slices did not return in time."""
 
 
+class OperatorError(StreamFailedError):
+    """An operator raised while handling one of the stream's items, or emitted an item of
+    the wrong type; only that stream fails.
+
+    ``operator`` names the operator, ``__cause__`` holds what it raised.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        stream_id: str | None = None,
+        seq: int | None = None,
+        *,
+        operator: str | None = None,
+    ) -> None:
+        super().__init__(message, stream_id, seq)
+        self.operator = operator
+
+
 class BackpressureError(StreamError):
     """``push()`` with ``backpressure="error"`` found the stream full; nothing was taken."""
 
@@ -122,3 +145,11 @@ class ModelIntegrityError(BackendError):
 
 class ClosedError(PrevadError):
     """The worker pool or engine has been closed."""
+
+
+class WrongEventLoopError(PrevadError, RuntimeError):
+    """An engine or stream method was called outside the event loop the engine started on.
+
+    Engines and streams belong to that loop; from another thread, hand the call
+    to it with ``asyncio.run_coroutine_threadsafe(stream.push(chunk), loop)``.
+    """

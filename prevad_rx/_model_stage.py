@@ -19,7 +19,10 @@ stream gets a new lane that waits (for decoding and emitting) until the old
 lane has emitted everything, so the two never interleave downstream.
 
 A backend error fails only the streams whose work failed: a batched call that
-raises is retried item by item to find them. A call that does not return within
+raises (any exception, ``SystemExit`` included) or returns malformed results is
+retried item by item to find them, and after each failed call the worker resets
+its backend (:meth:`Backend.reset`; one that cannot be reset is replaced). A
+call that does not return within
 its deadline (``timeout_factor`` times the audio it holds, at least
 ``min_timeout`` seconds) fails its streams with a
 :class:`~prevad_rx.SliceTimeoutError`; the worker stuck in it is replaced, and
@@ -39,7 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from prevad_rx._errors import ClosedError, SliceTimeoutError, StreamFailedError
+from prevad_rx._errors import (
+    BackendError,
+    ClosedError,
+    ConfigError,
+    SliceTimeoutError,
+    StreamFailedError,
+)
 from prevad_rx._pool import NORMAL, URGENT, WorkerPool
 from prevad_rx._types import AudioSlice, FrameProbabilities, StreamFailure
 from prevad_rx.backends import Backend, DecodeRequest, ModelRequest, ModelResult
@@ -144,6 +153,7 @@ class ModelStage:
         timeout_factor: float | None = 4.0,
         min_timeout: float = 2.0,
     ) -> None:
+        check_timeouts(timeout_factor, min_timeout)
         self._pool = pool
         self._timeout_factor = timeout_factor
         self._min_timeout = min_timeout
@@ -336,7 +346,9 @@ class ModelStage:
         call = self._begin_call(
             "encode", batch, frames * slices[0].frame_samples / slices[0].sample_rate
         )
-        outcomes = self._call_isolated(slices, lambda items: self._encode_call(backend, items))
+        outcomes = self._call_isolated(
+            backend, slices, lambda items: self._encode_call(backend, items)
+        )
         if not self._end_call(call):
             return  # timed out: its streams have failed and a new worker took over
         failed: list[_Lane] = []
@@ -368,6 +380,15 @@ class ModelStage:
         features = backend.encode(
             windows[0] if len(windows) == 1 else np.concatenate(windows), items[0].sample_rate
         )
+        total = sum(w.shape[0] for w in windows)
+        if not (
+            isinstance(features, np.ndarray) and features.ndim == 2 and features.shape[0] == total
+        ):
+            shape = getattr(features, "shape", type(features).__name__)
+            raise BackendError(
+                f"backend {self._pool.backend_name!r}: encode returned {shape} "
+                f"for {total} frames, expected [{total}, dim]"
+            )
         bounds = np.cumsum([0] + [w.shape[0] for w in windows])
         return [features[bounds[k] : bounds[k + 1]] for k in range(len(items))]
 
@@ -409,7 +430,9 @@ class ModelStage:
                 for w in works
             ),
         )
-        outcomes = self._call_isolated(runs, lambda batch: self._decode_call(backend, batch))
+        outcomes = self._call_isolated(
+            backend, runs, lambda batch: self._decode_call(backend, batch)
+        )
         if not self._end_call(call):
             return
         with self._lock:
@@ -451,7 +474,8 @@ class ModelStage:
                 )
                 for i in decode_idx
             ]
-            for i, result in zip(decode_idx, backend.decode(requests), strict=True):
+            decoded = self._counted(backend.decode(requests), len(requests))
+            for i, result in zip(decode_idx, decoded, strict=True):
                 results[i] = result
         if process_idx:
             model_requests = [
@@ -462,19 +486,61 @@ class ModelStage:
                 )
                 for i in process_idx
             ]
-            for i, result in zip(process_idx, backend.process(model_requests), strict=True):
+            processed = self._counted(backend.process(model_requests), len(model_requests))
+            for i, result in zip(process_idx, processed, strict=True):
                 results[i] = result
-        out = [r for r in results if r is not None]
-        for (_, works), result in zip(runs, out, strict=True):
-            expected = sum(w.slice.num_frames for w in works)
-            if result.probabilities.shape != (expected,):
-                raise ValueError(
-                    f"backend returned {result.probabilities.shape} probabilities "
-                    f"for {expected} frames"
-                )
-            if not np.isfinite(result.probabilities).all():
-                raise ValueError("backend returned non-finite probabilities")
-        return out
+        return [
+            self._checked(result, sum(w.slice.num_frames for w in works))
+            for (_, works), result in zip(runs, results, strict=True)
+        ]
+
+    def _counted(self, results: object, expected: int) -> list[Any]:
+        """The backend's results as a list, one per request, or a :class:`BackendError`."""
+        if not isinstance(results, Sequence) or len(results) != expected:
+            count = len(results) if isinstance(results, Sequence) else type(results).__name__
+            raise BackendError(
+                f"backend {self._pool.backend_name!r} returned {count} results "
+                f"for {expected} requests"
+            )
+        return list(results)
+
+    def _checked(self, result: object, frames: int) -> ModelResult:
+        """A backend's result for ``frames`` frames, checked in full: probabilities a float
+        array of shape [frames], finite and within [0, 1]; the state finite float32 of the
+        shape the backend declared. Anything else raises :class:`BackendError`."""
+        name = self._pool.backend_name
+        probabilities = getattr(result, "probabilities", None)
+        state = getattr(result, "state", None)
+        if not isinstance(probabilities, np.ndarray) or not isinstance(state, np.ndarray):
+            raise BackendError(
+                f"backend {name!r} returned {type(result).__name__}, expected a ModelResult "
+                "of two numpy arrays"
+            )
+        if probabilities.shape != (frames,):
+            raise BackendError(
+                f"backend {name!r} returned {probabilities.shape} probabilities for {frames} frames"
+            )
+        if probabilities.dtype.kind != "f":
+            raise BackendError(
+                f"backend {name!r} returned probabilities of dtype {probabilities.dtype}, "
+                "expected floats"
+            )
+        if not np.isfinite(probabilities).all():
+            raise BackendError(f"backend {name!r} returned non-finite probabilities")
+        if frames and not (probabilities.min() >= 0.0 and probabilities.max() <= 1.0):
+            raise BackendError(
+                f"backend {name!r} returned probabilities outside [0, 1] "
+                f"(min {probabilities.min():.4g}, max {probabilities.max():.4g})"
+            )
+        expected = self._initial_state
+        if state.shape != expected.shape or state.dtype != expected.dtype:
+            raise BackendError(
+                f"backend {name!r} returned a state of shape {state.shape} and dtype "
+                f"{state.dtype}, expected {expected.shape} {expected.dtype}"
+            )
+        if not np.isfinite(state).all():
+            raise BackendError(f"backend {name!r} returned a non-finite state")
+        return ModelResult(probabilities.astype(np.float32, copy=False), state)
 
     def _emit_run(self, lane: _Lane, works: list[_Work], result: ModelResult) -> None:
         last = works[-1].slice.is_last
@@ -525,20 +591,40 @@ class ModelStage:
 
     # --------------------------------------------------------------- failures
 
-    def _call_isolated(self, items: Sequence[Any], call: Callable[[Any], Any]) -> list[Any]:
-        """``call(items)``; if it raises, call each item alone so only the faulty ones fail."""
+    def _call_isolated(
+        self, backend: Backend, items: Sequence[Any], call: Callable[[Any], Any]
+    ) -> list[Any]:
+        """``call(items)``; if it raises, call each item alone so only the faulty ones fail.
+
+        Any exception counts, ``SystemExit`` and other ``BaseException`` included: it
+        fails the items' streams, never the worker thread.
+        """
         try:
             return list(call(items))
-        except Exception as exc:  # noqa: BLE001 - isolated below
+        except BaseException as exc:  # noqa: BLE001 - isolated below
+            self._recover(backend)
             if len(items) == 1:
                 return [exc]
         outcomes: list[Any] = []
         for item in items:
             try:
                 outcomes.extend(call([item]))
-            except Exception as exc:  # noqa: BLE001 - reported as the stream's failure
+            except BaseException as exc:  # noqa: BLE001 - reported as the stream's failure
+                self._recover(backend)
                 outcomes.append(exc)
         return outcomes
+
+    def _recover(self, backend: Backend) -> None:
+        """After a failed call, let the worker's backend drop whatever the call left in its
+        caches; a backend that cannot be reset is replaced by a fresh one."""
+        try:
+            backend.reset()
+        except BaseException:
+            log.exception(
+                "backend %r could not be reset after a failed call; replacing its worker",
+                self._pool.backend_name,
+            )
+            self._pool.replace_worker(threading.get_ident())
 
     def _flush_failure(self, lane: _Lane) -> None:
         """Emit a failed lane's failure once no worker holds it, then retire the lane.
@@ -719,6 +805,25 @@ class ModelStage:
                     )
         for lane in lanes:
             self._flush_failure(lane)
+
+
+def check_timeouts(timeout_factor: object, min_timeout: object) -> None:
+    """Raise :class:`ConfigError` unless the deadline settings are usable."""
+    if timeout_factor is not None and not _positive_number(timeout_factor):
+        raise ConfigError(
+            f"slice_timeout_factor must be a finite number > 0 or None, got {timeout_factor!r}"
+        )
+    if not _positive_number(min_timeout):
+        raise ConfigError(f"min_slice_timeout must be a finite number > 0, got {min_timeout!r}")
+
+
+def _positive_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _concat(arrays: Sequence[NDArray[np.float32]]) -> NDArray[np.float32]:

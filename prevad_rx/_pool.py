@@ -16,12 +16,18 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 
-from prevad_rx._errors import BackendError, ClosedError, PrevadError
-from prevad_rx.backends import Backend, create_backend
+from prevad_rx._errors import (
+    BackendError,
+    ClosedError,
+    ConfigError,
+    PrevadError,
+    UnknownBackendError,
+)
+from prevad_rx.backends import Backend, available_backends, create_backend
 
 __all__ = ["NORMAL", "URGENT", "PoolStatistics", "Task", "WorkerPool"]
 
@@ -46,6 +52,8 @@ class PoolStatistics:
     tasks_completed: int
     task_errors: int
     workers_replaced: int
+    #: What the backend says of itself (:meth:`Backend.describe`), e.g. which encoder runs.
+    backend_info: Mapping[str, object] = field(default_factory=dict)
 
 
 class WorkerPool:
@@ -60,7 +68,8 @@ class WorkerPool:
     Use as a context manager (``with`` or ``async with``) or call
     :meth:`start` / :meth:`close`. Starting waits until every worker has
     created and initialised its backend; if any fails, the pool closes and
-    the error is raised.
+    the error is raised. Arguments are checked here, before any thread starts
+    (:class:`~prevad_rx.ConfigError`, :class:`~prevad_rx.UnknownBackendError`).
     """
 
     def __init__(
@@ -74,7 +83,22 @@ class WorkerPool:
         if num_workers is None:
             num_workers = os.cpu_count() or 1
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-            raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
+            raise ConfigError(f"num_workers must be an int >= 1, got {num_workers!r}")
+        if not isinstance(backend, str) or not backend:
+            raise ConfigError(f"backend must be a backend name (a non-empty str), got {backend!r}")
+        known = available_backends()
+        if backend not in known:
+            raise UnknownBackendError(f"unknown backend {backend!r}; available: {', '.join(known)}")
+        if backend_options is not None and not (
+            isinstance(backend_options, Mapping)
+            and all(isinstance(k, str) for k in backend_options)
+        ):
+            raise ConfigError(
+                f"backend_options must be a mapping of option names to values, "
+                f"got {backend_options!r}"
+            )
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty str, got {name!r}")
         self.backend_name = backend
         self.num_workers = num_workers
         self._backend_options = dict(backend_options or {})
@@ -105,36 +129,39 @@ class WorkerPool:
             if self._started:
                 return self
             self._started = True
-        for index in range(self.num_workers):
-            self._spawn(index).start()
-        with self._cond:
-            while self._ready < self.num_workers and self._start_error is None:
+            # started under the lock, so a close() from another thread joins every one
+            for index in range(self.num_workers):
+                self._spawn(index).start()
+            while self._ready < self.num_workers and self._start_error is None and not self._closed:
                 self._cond.wait()
             error = self._start_error
+            closed = self._closed
         if error is not None:
             self.close()
             if isinstance(error, PrevadError):
                 raise error
             raise BackendError(f"backend {self.backend_name!r} failed to start: {error}") from error
+        if closed:
+            raise ClosedError("worker pool was closed while it was starting")
         return self
 
     def close(self, *, cancel_pending: bool = True) -> None:
         """Stop the workers (after their current task) and close their backends.
 
         Queued tasks are dropped unless ``cancel_pending`` is false, in which
-        case they run first. Safe to call more than once, from any thread but a
-        worker's own.
+        case they run first. Safe to call more than once, and from any thread
+        (also while :meth:`start` runs in another); every call returns once the
+        workers have ended (a worker calling it does not wait for itself).
         """
         with self._cond:
-            if self._closed:
-                return
             self._closed = True
             if cancel_pending:
                 for queue in self._queues:
                     queue.clear()
             self._cond.notify_all()
+            threads = list(self._threads)
         current = threading.get_ident()
-        for thread in list(self._threads):
+        for thread in threads:
             if thread.ident == current:
                 continue
             if thread.ident in self._retired:
@@ -186,18 +213,19 @@ class WorkerPool:
             self._cond.notify()
 
     def replace_worker(self, ident: int) -> None:
-        """Give up on the worker thread ``ident`` (stuck in its backend) and start a new
-        worker with a fresh backend in its place. The old thread exits if its call ever
-        returns; its results are not used."""
+        """Give up on the worker thread ``ident`` (stuck in its backend, or with a backend
+        that could not be reset) and start a new worker with a fresh backend in its place.
+        The old thread exits once its current call returns (if ever) and closes its
+        backend; the results of a call that timed out are not used."""
         with self._cond:
             if self._closed or ident in self._retired or ident not in self._thread_ids:
                 return
             self._retired.add(ident)
             self._replaced += 1
-            thread = self._spawn(self._next_index)
+            self._spawn(self._next_index).start()  # under the lock: close() joins it
             self._next_index += 1
-        log.warning("worker thread %d replaced after a backend call timed out", ident)
-        thread.start()
+            self._cond.notify_all()  # the retired worker, if idle, exits now
+        log.warning("worker thread %d replaced", ident)
 
     def _spawn(self, index: int) -> threading.Thread:
         """A new (not yet started) worker thread, recorded for ``close()`` to join."""
@@ -228,6 +256,7 @@ class WorkerPool:
                 tasks_completed=self._completed,
                 task_errors=self._errors,
                 workers_replaced=self._replaced,
+                backend_info=dict(self._backends[0].describe()) if self._backends else {},
             )
 
     # ------------------------------------------------------------------ workers
@@ -254,7 +283,7 @@ class WorkerPool:
         finally:
             try:
                 backend.close()
-            except Exception:
+            except BaseException:
                 log.exception("closing backend of worker %d failed", index)
 
     def _serve(self, backend: Backend) -> None:
@@ -262,10 +291,10 @@ class WorkerPool:
         me = threading.get_ident()
         while True:
             with self._cond:
-                if me in self._retired:
-                    return  # replaced while stuck in a task: a new worker serves instead
-                while not urgent and not normal and not self._closed:
+                while not urgent and not normal and not self._closed and me not in self._retired:
                     self._cond.wait()
+                if me in self._retired:
+                    return  # replaced: a new worker serves instead
                 if urgent:
                     task = urgent.popleft()
                 elif normal:
@@ -276,7 +305,7 @@ class WorkerPool:
             failed = False
             try:
                 task(backend)
-            except Exception:
+            except BaseException:  # even SystemExit: the worker must go on serving
                 failed = True
                 log.exception("worker task failed")
             with self._cond:

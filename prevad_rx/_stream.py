@@ -15,6 +15,7 @@ from prevad_rx._audio import AudioInput, model_sample_rate
 from prevad_rx._config import VADConfig
 from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
 from prevad_rx._fanout import EventFanout
+from prevad_rx._loop import require_loop
 from prevad_rx._types import (
     AudioChunk,
     AudioSlice,
@@ -170,6 +171,7 @@ class VADStream:
         stream, counted in ``statistics().dropped_samples``). An empty chunk is a
         no-op. The array may be reused by the caller once this returns.
         """
+        require_loop(self._done.get_loop(), "VADStream.push()")
         self._check_writable()
         chunk = AudioChunk(self.stream_id, audio, self.sample_rate)  # type: ignore[arg-type]
         if chunk.samples.size == 0:
@@ -217,8 +219,12 @@ class VADStream:
         """Return once every whole frame pushed so far is processed and its events delivered.
 
         A trailing partial frame waits for more audio or :meth:`close` (it
-        cannot be decided before the rest of its samples arrive).
+        cannot be decided before the rest of its samples arrive). Raises
+        :class:`~prevad_rx.StreamClosedError` once :meth:`close` was called, and
+        the stream's :class:`~prevad_rx.StreamFailedError` if it failed.
         """
+        require_loop(self._done.get_loop(), "VADStream.flush()")
+        self._check_writable()
         async with self._push_lock:
             await self._signal.wait_until(
                 lambda: not self._queued or self._state in ("closed", "failed")
@@ -239,6 +245,7 @@ class VADStream:
         stream's :class:`~prevad_rx.StreamFailedError` if it failed. Calling it
         again returns the same result.
         """
+        require_loop(self._done.get_loop(), "VADStream.close()")
         if self._state == "open":
             self._state = "closing"
             self._signal.notify()  # a push still waiting for room gives up (StreamClosedError)
@@ -295,6 +302,7 @@ class VADStream:
         fails. While an iterator holds ``max_buffered_events`` unread events,
         ``push()`` waits.
         """
+        require_loop(self._done.get_loop(), "VADStream.events()")
         return self._fanout.events()
 
     # ------------------------------------------- engine side (on the event loop)

@@ -153,7 +153,7 @@ async def test_stream_ids_and_rates_are_checked() -> None:
             engine.open_stream("dup")
         with pytest.raises(pv.UnsupportedSampleRateError):
             engine.open_stream("bad-rate", sample_rate=1000)
-        with pytest.raises(TypeError):
+        with pytest.raises(pv.ConfigError, match="stream_id must be a str"):
             engine.open_stream(42)  # type: ignore[arg-type]
         with pytest.raises(pv.ConfigError):
             engine.open_stream("cfg", config={"threshold": 0.5})  # type: ignore[arg-type]

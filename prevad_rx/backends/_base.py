@@ -18,7 +18,7 @@ Two ways to run the model:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import numpy as np
@@ -56,15 +56,22 @@ class Backend(ABC):
     """Base class of model backends; subclasses are registered by name (see ``register_backend``).
 
     Lifecycle, all on the owning worker thread: ``initialize()`` once, then any
-    number of ``process``/``encode``/``decode`` calls, ``reset()`` to drop caches,
-    ``close()`` at the end.
+    number of ``process``/``encode``/``decode`` calls, ``reset()`` after a call
+    that raised, ``close()`` at the end.
+
+    Results are checked in full before use: one :class:`ModelResult` per
+    request, probabilities a float array of one value per frame, finite and
+    within [0, 1], the state a finite float32 array of ``state_shape``. A call
+    that raises (any exception, ``SystemExit`` included) or breaks these rules
+    fails the streams it held, not the worker.
     """
 
     #: Registry name (set by subclasses).
     name: ClassVar[str] = ""
     #: Shape of one stream's recurrent state.
     state_shape: ClassVar[tuple[int, ...]] = (2, 128)
-    #: Processing rates the backend runs.
+    #: Processing rates the backend runs; ``open_stream`` refuses a stream whose
+    #: processing rate (8000, or 16000 for every other rate) is not among them.
     sample_rates: ClassVar[frozenset[int]] = frozenset({8000, 16000})
 
     def initialize(self) -> None:  # noqa: B027 - optional hook
@@ -90,8 +97,17 @@ class Backend(ABC):
         """The state of a stream before its first frame."""
         return np.zeros(self.state_shape, dtype=np.float32)
 
+    def describe(self) -> Mapping[str, object]:
+        """Facts about this instance for statistics and logs (e.g. which encoder runs)."""
+        return {}
+
     def reset(self) -> None:  # noqa: B027 - optional hook
-        """Drop any caches; backends hold no per-stream state, so this never changes results."""
+        """Drop whatever a failed call may have left behind (caches, buffers).
+
+        Called on the owning worker thread after a call raised, before the next
+        call. Backends hold no per-stream state, so this never changes results.
+        If it raises, the worker is replaced by a new one with a fresh backend.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model; called on the owning worker thread."""

@@ -1,0 +1,32 @@
+"""The event-loop check shared by the engine and its streams.
+
+An engine and its streams are driven from the loop the engine started on: their
+futures, locks and queues belong to it. Awaiting one of their coroutines on
+another loop (``asyncio.run`` in a second thread, say) would wait for a wake-up
+that never comes, so it is refused at once with :class:`WrongEventLoopError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prevad_rx._errors import WrongEventLoopError
+
+__all__: list[str] = []  # internal to the engine and its streams
+
+
+def require_loop(loop: asyncio.AbstractEventLoop | None, method: str) -> None:
+    """Raise :class:`WrongEventLoopError` unless the running loop is ``loop`` (None: unbound)."""
+    if loop is None:
+        return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not loop:
+        where = "outside any event loop" if running is None else "on another event loop"
+        raise WrongEventLoopError(
+            f"{method} was called {where}: an engine and its streams belong to the loop "
+            "the engine started on; from another thread, use "
+            "asyncio.run_coroutine_threadsafe(..., that_loop)"
+        )
