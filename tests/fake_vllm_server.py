@@ -2,7 +2,8 @@
 
 It speaks the same ``POST /pooling`` protocol (computing with the ONNX backend),
 so the ``vllm-api`` client is tested against a real HTTP server without vLLM, and
-it can answer 500s, garbage, wrong sizes, NaN, slowly, not at all, or demand a key.
+it can answer 500s, garbage, wrong sizes, NaN, deeply nested JSON, slowly, not at
+all, a body of 300 MB, a body that never ends, one byte at a time, or demand a key.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prevad_rx.backends import ModelRequest
 from prevad_rx.backends.vllm_plugin._protocol import encode_array, parse_request
 
 POISON = 7.0  # mode "poison": requests holding this sample value get HTTP 500
+HUGE_BYTES = 300 << 20  # mode "huge": the body's declared and (if read) sent size
 
 
 class FakeVllmServer:
@@ -32,8 +34,13 @@ class FakeVllmServer:
         self.mode = "ok"
         self.fail_first = 0  # answer 500 to this many requests, then behave
         self.delay_s = 0.0
+        self.drip_interval_s = 1.0  # mode "drip": one byte of the answer per interval
+        self.bytes_sent = 0  # body bytes written, all requests together
+        self.open_answers = 0  # answers being written right now
+        self.stopping = threading.Event()
         self.api_key = api_key
         self.requests = 0
+        self.headers: dict[str, str] = {}  # of the latest request
         self.lock = threading.Lock()
         self.connections: list[Any] = []
         self.backend = pv.create_backend("onnx")
@@ -60,11 +67,22 @@ class FakeVllmServer:
                     self.wfile.flush()
                     self.connection.shutdown(2)
                     return
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                with server.lock:
+                    server.open_answers += 1
+                try:
+                    if server.mode in ("huge", "endless", "drip") and status == 200:
+                        server.misbehave(self, payload)
+                    else:
+                        self.send_response(status)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                except OSError:  # the client hung up
+                    self.close_connection = True
+                finally:
+                    with server.lock:
+                        server.open_answers -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -79,6 +97,7 @@ class FakeVllmServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
@@ -95,6 +114,7 @@ class FakeVllmServer:
     def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         with self.lock:
             self.requests += 1
+            self.headers = headers
             count = self.requests
         if self.api_key is not None and headers.get("Authorization") != f"Bearer {self.api_key}":
             return 401, b'{"error": "unauthorized"}'
@@ -108,8 +128,8 @@ class FakeVllmServer:
             time.sleep(self.delay_s)
         if self.mode == "garbage":
             return 200, b"<html>not json</html>"
-        if self.mode == "huge":
-            return 200, b'{"data": "' + b"A" * (2 << 20) + b'"}'
+        if self.mode == "nested":  # well-formed, 100 KB, deeper than any parser recurses
+            return 200, b'{"data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
         windows, state = parse_request(json.loads(body)["data"])
         if self.mode == "poison" and np.any(windows == POISON):
             return 500, b'{"error": "this stream only"}'
@@ -127,3 +147,34 @@ class FakeVllmServer:
             "state": encode_array(result.state),
         }
         return 200, json.dumps({"request_id": "x", "created_at": 0, "data": data}).encode()
+
+    def misbehave(self, handler: BaseHTTPRequestHandler, payload: bytes) -> None:
+        """Write a 200 answer badly: 300 MB ("huge"), without end ("endless", chunked), or
+        ``payload`` one byte per ``drip_interval_s`` ("drip"); stops when the client hangs up."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        if self.mode == "endless":
+            handler.send_header("Transfer-Encoding", "chunked")
+        else:
+            size = HUGE_BYTES if self.mode == "huge" else len(payload)
+            handler.send_header("Content-Length", str(size))
+        handler.end_headers()
+        block = b"[" * (64 << 10)
+        if self.mode == "drip":
+            for index in range(len(payload)):
+                if self.stopping.wait(self.drip_interval_s):
+                    return
+                self._send(handler, payload[index : index + 1])
+        elif self.mode == "huge":
+            for _ in range(HUGE_BYTES // len(block)):
+                self._send(handler, block)
+        else:
+            chunk = b"%x\r\n%s\r\n" % (len(block), block)
+            while not self.stopping.is_set():
+                self._send(handler, chunk)
+
+    def _send(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:
+        handler.wfile.write(data)
+        handler.wfile.flush()
+        with self.lock:
+            self.bytes_sent += len(data)

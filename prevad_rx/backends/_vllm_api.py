@@ -12,18 +12,25 @@ load balancer can serve any request. The client:
 * retries connection failures, timeouts and HTTP 5xx/429 with exponential backoff
   (safe: the client still holds the state it sent), then raises
   :class:`~prevad_rx.RemoteBackendError` -- which fails only the streams of that call;
-* validates every response (status, JSON shape, sizes, base64, finite values in
-  [0, 1]) and never evaluates or unpickles anything it receives;
+* reads each response as a stream, refusing it past 1 MB while it arrives, and
+  gives every attempt one deadline (``timeout``) for connecting, sending and
+  reading the whole answer, so a huge, endless or drip-fed answer fails in time;
+* validates every response (status, JSON shape and depth, sizes, base64, finite
+  values in [0, 1]) and never evaluates or unpickles anything it receives;
 * sends ``Authorization: Bearer <api_key>`` when given and verifies TLS for
-  ``https://`` URLs (``verify`` may name a CA bundle).
+  ``https://`` URLs (``verify`` may name a CA bundle); credentials in the URL
+  are used (HTTP basic auth) but never shown in messages or ``repr``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import json
 import ssl
 import threading
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -44,6 +51,46 @@ __all__ = ["VllmApiBackend"]
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_RESPONSE_BYTES = 1 << 20  # a response is ~3 KB; anything this large is wrong
+_MAX_ERROR_BYTES = 4096  # of an error answer's body, kept for the message
+
+
+def _redact(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0] or [len(rest)])
+    at = rest.rfind("@", 0, end)
+    return url if at < 0 else f"{scheme}://***@{rest[at + 1 :]}"
+
+
+def _secrets(url: str, api_key: str | None) -> list[str]:
+    """The strings no message may show: URL credentials (as written and decoded), the key."""
+    netloc = urllib.parse.urlsplit(url).netloc if "://" in url else ""
+    found = [api_key or ""]
+    if "@" in netloc:
+        userinfo = netloc.rpartition("@")[0]
+        parts = [userinfo, *userinfo.split(":", 1)]
+        found += parts + [urllib.parse.unquote(part) for part in parts]
+    return sorted({f for f in found if len(f) >= 3}, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the body, and whether there was more (reading stops there)."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_raw():
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            return b"".join(parts)[:limit], True
+    return b"".join(parts), False
 
 
 class _Hub:
@@ -76,7 +123,7 @@ class _Hub:
         async def make() -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
             client = httpx.AsyncClient(
                 base_url=base_url,
-                headers=headers,
+                headers={**headers, "Accept-Encoding": "identity"},  # sizes are what arrives
                 verify=tls,
                 timeout=httpx.Timeout(timeout),
                 limits=httpx.Limits(
@@ -119,8 +166,17 @@ class _Hub:
             if self.users:
                 return
             del self._hubs[self.key]
-        self.submit(self.client.aclose()).result(timeout=10)
+        self.submit(self._shutdown()).result(timeout=10)
         self._stop()
+
+    async def _shutdown(self) -> None:
+        """Cancel anything still running on the loop, then close the client's connections."""
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.aclose()
 
     def _stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -135,7 +191,8 @@ class VllmApiBackend(Backend):
         url: the server's base URL, e.g. ``http://127.0.0.1:8000``.
         api_key: sent as ``Authorization: Bearer <api_key>``.
         model: served model name (``prevad-silero-vad`` with the launcher).
-        timeout: seconds for connecting, sending and receiving each request.
+        timeout: seconds each attempt may take, from connecting to the last byte
+            of the answer (one deadline, however slowly the answer trickles in).
         retries: further attempts after a transient failure.
         backoff: first retry delay in seconds (doubles each time).
         max_concurrency: most requests in flight to this server from this process.
@@ -158,10 +215,13 @@ class VllmApiBackend(Backend):
         verify: bool | str = True,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise BackendError(f"url must be an http:// or https:// URL, got {url!r}")
+            shown = _redact(url) if isinstance(url, str) else url
+            raise BackendError(f"url must be an http:// or https:// URL, got {shown!r}")
         if retries < 0 or max_concurrency < 1 or timeout <= 0:
             raise BackendError("retries must be >= 0, max_concurrency >= 1 and timeout > 0")
         self._url = url.rstrip("/")
+        self._shown_url = _redact(self._url)
+        self._secrets = _secrets(self._url, api_key)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._model = model
         self._timeout = timeout
@@ -170,6 +230,15 @@ class VllmApiBackend(Backend):
         self._max_concurrency = max_concurrency
         self._verify = verify
         self._hub: _Hub | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"VllmApiBackend(url={self._shown_url!r}, model={self._model!r}, "
+            f"timeout={self._timeout}, retries={self._retries})"
+        )
+
+    def _error(self, message: str) -> RemoteBackendError:
+        return RemoteBackendError(_scrub(f"vllm-api: {message}", self._secrets))
 
     def initialize(self) -> None:
         self._hub = _Hub.acquire(
@@ -203,42 +272,76 @@ class VllmApiBackend(Backend):
         body = {"model": self._model, "data": request_payload(windows, state)}
         frames = int(windows.shape[0])
         delay = self._backoff
+        where = f"{self._shown_url}/pooling"
         for attempt in range(self._retries + 1):
             last = attempt == self._retries
+            tries = f"after {attempt + 1} attempt{'s' if attempt else ''}"
             try:
                 async with hub.gate:
-                    response = await hub.client.post("/pooling", json=body)
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                    status, content = await self._attempt(hub, body)
+            except (TimeoutError, httpx.TimeoutException) as exc:
                 if last:
-                    raise RemoteBackendError(
-                        f"vllm-api: {self._url} unreachable after {attempt + 1} attempts: {exc!r}"
+                    raise self._error(
+                        f"{where} timed out {tries} (at most {self._timeout:g} s each)"
                     ) from exc
+            except httpx.TransportError as exc:
+                if last:
+                    raise self._error(f"{self._shown_url} unreachable {tries}: {exc!r}") from exc
             else:
-                if response.status_code == 200:
-                    return self._parse(response, frames)
-                if response.status_code not in _RETRY_STATUS or last:
-                    raise RemoteBackendError(
-                        f"vllm-api: {self._url}/pooling answered HTTP {response.status_code}: "
-                        f"{response.text[:200]!r}"
-                    )
+                if status == 200:
+                    return self._parse(content, frames)
+                if status not in _RETRY_STATUS or last:
+                    text = content.decode("utf-8", "replace")[:200]
+                    raise self._error(f"{where} answered HTTP {status}: {text!r}")
             await asyncio.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _parse(self, response: httpx.Response, frames: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(response.content) > _MAX_RESPONSE_BYTES:
-            raise RemoteBackendError(f"vllm-api: response of {len(response.content)} bytes refused")
+    async def _attempt(self, hub: _Hub, body: dict[str, Any]) -> tuple[int, bytes]:
+        """One request under one deadline: (status, body), the body read as it streams in."""
+        async with (
+            asyncio.timeout(self._timeout),
+            hub.client.stream("POST", "/pooling", json=body) as response,
+        ):
+            ok = response.status_code == 200
+            encoding = response.headers.get("content-encoding", "identity").lower()
+            if encoding != "identity":
+                if ok:
+                    raise self._error(f"compressed response ({encoding}) refused")
+                return response.status_code, b""
+            if ok:
+                with contextlib.suppress(ValueError):
+                    declared = int(response.headers.get("content-length", 0))
+                    if declared > _MAX_RESPONSE_BYTES:
+                        raise self._error(f"response of {declared} bytes refused")
+            limit = _MAX_RESPONSE_BYTES if ok else _MAX_ERROR_BYTES
+            content, more = await _read_capped(response, limit)
+            if ok and more:
+                raise self._error(f"response over {_MAX_RESPONSE_BYTES} bytes refused")
+            return response.status_code, content
+
+    def _parse(self, content: bytes, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        problem = ""
         try:
-            payload = response.json()
-            data = payload["data"]
+            payload = json.loads(content)
+        except RecursionError:  # raised below, so no parser internals hang on the error
+            problem = "JSON nested too deeply"
+        except ValueError as exc:
+            problem = str(exc)
+        if problem:
+            raise self._error(f"malformed response: {problem}")
+        try:
+            if not isinstance(payload, dict):
+                raise ProtocolError(f"expected a JSON object, got {type(payload).__name__}")
+            data = payload.get("data")
             if not isinstance(data, dict) or data.get("frames") != frames:
                 raise ProtocolError(f"response is not for {frames} frames")
             probabilities = decode_array(data.get("probabilities"), (frames,), "probabilities")
             state = decode_array(data.get("state"), (2, 128), "state")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RemoteBackendError(f"vllm-api: malformed response: {exc}") from exc
+        except ProtocolError as exc:
+            raise self._error(f"malformed response: {exc}") from None
         if not (np.isfinite(probabilities).all() and np.isfinite(state).all()):
-            raise RemoteBackendError("vllm-api: response holds NaN or Inf")
+            raise self._error("response holds NaN or Inf")
         if probabilities.size and (probabilities.min() < 0 or probabilities.max() > 1):
-            raise RemoteBackendError("vllm-api: probabilities outside [0, 1]")
+            raise self._error("probabilities outside [0, 1]")
         return probabilities, state

@@ -2,15 +2,22 @@
 
 The server (``tests/fake_vllm_server.py``) computes with the ONNX backend, so
 results must be exact, and it can misbehave on request: HTTP 500, garbage,
-wrong sizes, NaN, slowness, dropped connections, a required API key, TLS.
+wrong sizes, NaN, nested JSON, slowness, dropped connections, huge, endless and
+drip-fed answers, a required API key, TLS.
 The real ``vllm serve`` is tested in ``tests/vllm/`` (``make test-vllm``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import socket
 import ssl
 import subprocess
+import threading
+import time
+import traceback
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +90,7 @@ async def test_transient_failures_are_retried(
         ("nan", "NaN"),
         ("huge", "refused"),
         ("drop", "unreachable"),
+        ("nested", "nested too deeply"),
     ],
 )
 async def test_bad_answers_fail_the_streams_clearly(
@@ -96,6 +104,12 @@ async def test_bad_answers_fail_the_streams_clearly(
         assert isinstance(result, pv.StreamFailedError)
         assert isinstance(result.__cause__, pv.RemoteBackendError)
         assert message in str(result.__cause__)
+        chain: list[type[BaseException]] = []
+        link: BaseException | None = result.__cause__
+        while link is not None:
+            chain.append(type(link))
+            link = link.__cause__ or link.__context__
+        assert RecursionError not in chain
 
 
 async def test_a_slow_server_times_out(server: FakeVllmServer, speech16k: GoldenFixture) -> None:
@@ -104,7 +118,77 @@ async def test_a_slow_server_times_out(server: FakeVllmServer, speech16k: Golden
         server.url, speech16k.audio[:16000], streams=1, timeout=0.2, retries=1, backoff=0.01
     )
     assert isinstance(result, pv.StreamFailedError)
-    assert "unreachable" in str(result.__cause__)
+    assert "timed out after 2 attempts" in str(result.__cause__)
+
+
+def _prevad_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("prevad-rx")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("huge", "refused"),  # 300 MB declared and sent
+        ("endless", "refused"),  # chunked, never ends, no size declared
+        ("drip", "timed out"),  # a byte every 0.2 s: each read is quick, the answer never ends
+    ],
+)
+async def test_huge_endless_and_drip_fed_answers_fail_within_the_deadline(
+    server: FakeVllmServer, speech16k: GoldenFixture, mode: str, message: str
+) -> None:
+    server.mode, server.drip_interval_s = mode, 0.2
+    before = _prevad_threads()
+    tracemalloc.start()
+    try:
+        (result,) = await run_streams(
+            server.url, speech16k.audio[:16000], streams=1, timeout=1.0, retries=1, backoff=0.01
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the backend's own error, not the engine's watchdog (min_slice_timeout=30 s)
+    assert isinstance(result, pv.StreamFailedError)
+    assert isinstance(result.__cause__, pv.RemoteBackendError)
+    assert message in str(result.__cause__)
+    assert peak < 32 << 20  # the client kept at most ~1 MB of each answer
+    assert server.bytes_sent < 64 << 20  # it stopped reading: the server could not send more
+    assert _prevad_threads() == before and not _vllm_api._Hub._hubs  # nothing outlives the engine
+    give_up = time.monotonic() + 10
+    while server.open_answers and time.monotonic() < give_up:
+        await asyncio.sleep(0.05)
+    assert server.open_answers == 0  # the client closed its connections
+
+
+async def test_credentials_in_the_url_are_never_shown(server: FakeVllmServer) -> None:
+    secret = "pa55w0rd"
+    host_port = server.url.removeprefix("http://")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://alice:{secret}@127.0.0.1:{probe.getsockname()[1]}"
+    server.mode = "500"
+    errors: list[BaseException] = []
+    for url in (f"http://alice:{secret}@{host_port}", dead):
+        backend = pv.create_backend("vllm-api", url=url, retries=0)
+        assert secret not in repr(backend) and "alice" not in repr(backend)
+        (result,) = await run_streams(url, np.zeros(16000, np.float32), streams=1, retries=0)
+        assert isinstance(result, pv.StreamFailedError)
+        errors.append(result)
+    assert "HTTP 500" in str(errors[0]) and "unreachable" in str(errors[1])
+    assert (
+        server.headers["Authorization"]
+        == "Basic " + base64.b64encode(f"alice:{secret}".encode()).decode()
+    )  # the credentials are still used
+    with pytest.raises(pv.BackendError) as bad_url:
+        pv.create_backend("vllm-api", url=f"ftp://alice:{secret}@{host_port}")
+    errors.append(bad_url.value)
+    for error in errors:
+        shown = ""
+        link: BaseException | None = error
+        while link is not None:  # every message a traceback of it would print
+            shown += "".join(traceback.format_exception_only(link)) + repr(link)
+            link = link.__cause__ or link.__context__
+        assert secret not in shown and "alice" not in shown
+        assert "***@" in shown
 
 
 async def test_a_failing_stream_does_not_fail_its_neighbours(
