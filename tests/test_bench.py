@@ -66,8 +66,23 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     for key in ("prevad_32ms", "baseline_32ms", "prevad_2000ms", "baseline_2000ms"):
         assert live[key]["trials"], key
     assert data["memory"]["streams"] == 50 and data["memory"]["workers"] == 2
+    scaling = data["scaling"]
+    for key in ("w1", "w2"):
+        assert scaling[key]["baseline_wall_us"] > 0 and scaling[key]["engine_wall_us"] > 0, key
+    assert scaling["w1"]["engine_efficiency"] == 1.0
+    for system in ("prevad", "baseline"):
+        row = data["packets"][system]
+        assert row["packets_per_s"] > 0 and row["process_cpu_us_per_packet"] > 0, system
     table = (tmp_path / "bench.md").read_text()
-    for heading in ("0. The encoder alone", "1. Offline throughput", "2. Latency", "3. Many live streams", "4. Memory"):
+    for heading in (
+        "0. The encoder alone",
+        "1. Offline throughput",
+        "2. Latency",
+        "3. Many live streams",
+        "4. Memory",
+        "5. Offline scaling",
+        "6. 32 ms packets",
+    ):
         assert heading in table
     assert results_md.read_text().startswith("# Benchmark results")
     assert table in results_md.read_text()

@@ -2,9 +2,10 @@
 
 Scenarios (see ``docs/performance.md``): the encoder alone (reference vs fast
 graph), offline throughput with the arithmetic floor, 2 s chunk latency, many
-live streams against a per-stream-model baseline, and memory at 1,000 open
-streams. Results are written as JSON and Markdown;
-timings are never asserted in the test suite.
+live streams against a per-stream-model baseline, memory at 1,000 open
+streams, offline scaling over worker counts against one sequence-model session
+per thread, and 32 ms packets from many interleaved streams. Results are
+written as JSON and Markdown; timings are never asserted in the test suite.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from prevad_rx.bench._scenarios import (
     live_streams,
     memory,
     offline_throughput,
+    packets,
+    scaling,
 )
 
 __all__ = ["SCENARIOS", "BenchOptions", "markdown", "run_benchmarks", "write_results"]
@@ -34,6 +37,8 @@ SCENARIOS = {
     "latency": chunk_latency,
     "live": live_streams,
     "memory": memory,
+    "scaling": scaling,
+    "packets": packets,
 }
 
 

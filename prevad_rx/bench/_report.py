@@ -192,6 +192,45 @@ def markdown(results: dict[str, Any]) -> str:
             f"threads in the process: {mem['threads']} with {mem['workers']} workers.",
             "",
         ]
+    sc = results.get("scaling")
+    if sc:
+        lines += [
+            f"### 5. Offline scaling ({sc['streams']} streams x {sc['audio_s']} s, 2 s chunks; "
+            "wall µs per frame)",
+            "",
+            "| workers | sequence model, one session per thread | prevad_rx engine "
+            "| engine vs baseline | engine efficiency | baseline efficiency |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key in sorted((k for k in sc if k.startswith("w")), key=lambda k: int(k[1:])):
+            r = sc[key]
+            lines.append(
+                f"| {key[1:]} | {_f(r['baseline_wall_us'])} | {_f(r['engine_wall_us'])} | "
+                f"{_f(r['engine_vs_baseline'], 2)}x | {_f(r['engine_efficiency'], 2)} | "
+                f"{_f(r['baseline_efficiency'], 2)} |"
+            )
+        lines += [
+            "",
+            "Efficiency: throughput with N workers / (N x throughput with 1).",
+            "",
+        ]
+    pk = results.get("packets")
+    if pk:
+        p, b = pk["prevad"], pk["baseline"]
+        lines += [
+            f"### 6. 32 ms packets, {pk['streams']} interleaved streams "
+            f"({pk['packets_per_stream']} packets each, as fast as taken)",
+            "",
+            "| | packets/s | CPU µs per packet, event-loop thread | CPU µs per packet, process |",
+            "|---|---|---|---|",
+            f"| prevad_rx engine | {_f(p['packets_per_s'], 0)} | "
+            f"{_f(p['loop_cpu_us_per_packet'])} | {_f(p['process_cpu_us_per_packet'])} |",
+            f"| per-stream model in an executor | {_f(b['packets_per_s'], 0)} | "
+            f"{_f(b['loop_cpu_us_per_packet'])} | {_f(b['process_cpu_us_per_packet'])} |",
+            "",
+            f"prevad_rx takes **{pk['ratio']:.2f}x** the baseline's packets per second.",
+            "",
+        ]
     return "\n".join(lines)
 
 

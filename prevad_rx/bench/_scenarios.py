@@ -40,6 +40,8 @@ __all__ = [
     "live_streams",
     "memory",
     "offline_throughput",
+    "packets",
+    "scaling",
 ]
 
 #: Multiply-adds of one frame as the Silero v6.2 graph defines it: STFT conv 330,240
@@ -462,4 +464,150 @@ async def _memory(count: int, options: BenchOptions) -> dict[str, Any]:
         "added_mb": after - before,
         "threads": threads_before,
         "workers": options.workers,
+    }
+
+
+# --------------------------------------------------------------------- scenario 5
+
+
+def scaling(options: BenchOptions) -> dict[str, Any]:
+    """Offline throughput at 1, 2, 4, ... workers up to ``options.workers``: the engine
+    against silero's sequence model with one ORT session per thread (the streams split
+    evenly over the threads), 2 s chunks, wall µs per frame, same run."""
+    audio = speech(10 if options.quick else 30)
+    streams = 8 if options.quick else 32
+    counts = sorted({1, options.workers} | {2**k for k in range(8) if 2**k <= options.workers})
+    out: dict[str, Any] = {"streams": streams, "audio_s": round(audio.size / 16000, 1)}
+    frames = windows_of(audio).shape[0] * streams
+    for workers in counts:
+        options.progress(f"scaling: {workers} worker(s), sequence baseline")
+        baseline = _sequence_threads(audio, streams, workers) / frames * 1e6
+        options.progress(f"scaling: {workers} worker(s), prevad_rx engine")
+        wall, cpu = run(engine_offline(audio, workers, streams))
+        out[f"w{workers}"] = {
+            "baseline_wall_us": baseline,
+            "engine_wall_us": wall / frames * 1e6,
+            "engine_cpu_us": cpu / frames * 1e6,
+            "engine_vs_baseline": baseline / (wall / frames * 1e6),
+        }
+    one = out["w1"]["engine_wall_us"]
+    for workers in counts:
+        row = out[f"w{workers}"]
+        row["engine_efficiency"] = one / row["engine_wall_us"] / workers
+        row["baseline_efficiency"] = (
+            out["w1"]["baseline_wall_us"] / row["baseline_wall_us"] / workers
+        )
+    return out
+
+
+def _sequence_threads(audio: np.ndarray, streams: int, threads: int) -> float:
+    """Wall seconds for ``streams`` streams of 2 s chunks through the sequence model, one
+    ORT session per thread (silero's ``SileroVADSequence`` used the way a thread pool would)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    windows = windows_of(audio)
+    chunks = [windows[i : i + 62] for i in range(0, windows.shape[0], 62)]
+    models = [SequencePerChunk() for _ in range(threads)]
+    for model in models:  # warm-up: first calls allocate
+        model(chunks[0])
+
+    def work(thread: int) -> None:
+        model = models[thread]
+        for _ in range(thread, streams, threads):
+            model.reset()
+            for chunk in chunks:
+                model(chunk)
+
+    with ThreadPoolExecutor(threads) as executor:
+        start = time.perf_counter()
+        list(executor.map(work, range(threads)))
+        return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------- scenario 6
+
+
+def packets(options: BenchOptions) -> dict[str, Any]:
+    """Many streams pushing 32 ms packets (512 samples), interleaved, as fast as they are
+    taken: packets per second, and CPU per packet on the event-loop thread and in the whole
+    process, against one per-stream model called per packet in an executor (pipecat/LiveKit
+    style), same run."""
+    streams = 8 if options.quick else 64
+    seconds = 2 if options.quick else 8
+    audio = speech(seconds + 1)
+    out: dict[str, Any] = {"streams": streams, "packets_per_stream": seconds * 16000 // 512}
+    options.progress(f"packets: prevad_rx engine, {streams} streams")
+    out["prevad"] = run(_packets_engine(audio, streams, seconds, options.workers))
+    options.progress(f"packets: per-stream model in an executor, {streams} streams")
+    out["baseline"] = run(_packets_baseline(audio, streams, seconds, options.workers))
+    out["ratio"] = out["prevad"]["packets_per_s"] / out["baseline"]["packets_per_s"]
+    return out
+
+
+def _packet_sources(audio: np.ndarray, streams: int, seconds: int) -> list[list[np.ndarray]]:
+    count = seconds * 16000 // 512
+    out = []
+    for index in range(streams):
+        start = (index * 7919) % 16000
+        out.append([audio[start + k * 512 : start + (k + 1) * 512] for k in range(count)])
+    return out
+
+
+async def _packets_engine(
+    audio: np.ndarray, streams: int, seconds: int, workers: int
+) -> dict[str, float]:
+    sources = _packet_sources(audio, streams, seconds)
+    async with VADEngine(num_workers=workers) as engine:
+        warm = engine.open_stream("warm-up")
+        await warm.push(audio[:32000])
+        await warm.close()
+        handles = [engine.open_stream(f"s{i}") for i in range(streams)]
+
+        async def feed(index: int) -> None:
+            stream = handles[index]
+            for packet in sources[index]:
+                await stream.push(packet)
+            await stream.close()
+
+        gc.collect()
+        loop_cpu0, cpu0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
+        await asyncio.gather(*(feed(i) for i in range(streams)))
+        wall = time.perf_counter() - wall0
+        loop_cpu = time.thread_time() - loop_cpu0
+        cpu = time.process_time() - cpu0
+    total = sum(len(s) for s in sources)
+    return {
+        "packets_per_s": total / wall,
+        "loop_cpu_us_per_packet": loop_cpu / total * 1e6,
+        "process_cpu_us_per_packet": cpu / total * 1e6,
+    }
+
+
+async def _packets_baseline(
+    audio: np.ndarray, streams: int, seconds: int, workers: int
+) -> dict[str, float]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = _packet_sources(audio, streams, seconds)
+    session = streaming_session()
+    models = [VadIteratorLike(session) for _ in range(streams)]
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(workers) as executor:
+
+        async def feed(index: int) -> None:
+            model = models[index]
+            for packet in sources[index]:
+                await loop.run_in_executor(executor, model, packet)
+
+        gc.collect()
+        loop_cpu0, cpu0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
+        await asyncio.gather(*(feed(i) for i in range(streams)))
+        wall = time.perf_counter() - wall0
+        loop_cpu = time.thread_time() - loop_cpu0
+        cpu = time.process_time() - cpu0
+    total = sum(len(s) for s in sources)
+    return {
+        "packets_per_s": total / wall,
+        "loop_cpu_us_per_packet": loop_cpu / total * 1e6,
+        "process_cpu_us_per_packet": cpu / total * 1e6,
     }

@@ -22,6 +22,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from prevad_rx._audio import validate_sample_rate
 from prevad_rx._config import VADConfig
@@ -110,8 +111,15 @@ def _config(args: argparse.Namespace) -> VADConfig:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"prevad-rx: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prevad-rx",
         description="Exact, parallel, streaming voice activity detection (Silero v6.2).",
     )
@@ -178,7 +186,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--scenario",
         action="append",
-        choices=["encoder", "offline", "latency", "live", "memory"],
+        choices=["encoder", "offline", "latency", "live", "memory", "scaling", "packets"],
         help="run only these (repeatable; default: all)",
     )
     bench.add_argument(
@@ -351,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130, prefix="prevad-rx: ")
     except MemoryError:
         return _fail("out of memory", 1)
-    except Exception as exc:  # a defect: still one line, naming what went wrong
+    except Exception as exc:  # noqa: BLE001 - a defect: still one line, naming it
         return _fail(f"unexpected {type(exc).__name__}: {exc}", 1)
 
 
