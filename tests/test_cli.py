@@ -132,7 +132,7 @@ def test_formats_to_stdout_and_to_files(tmp_path: Path, speech16k: GoldenFixture
     two = run_cli(
         "detect", speech16k.file, "examples/audio/conversation.wav", "--format", "audacity"
     )
-    assert two.returncode == 1 and "one FILE" in two.stderr
+    assert two.returncode == 2 and "one FILE" in two.stderr  # usage: the table's status 2
 
 
 def test_progress_bar_on_a_terminal_only(speech16k: GoldenFixture) -> None:
@@ -217,7 +217,7 @@ def test_plot_writes_a_real_picture(tmp_path: Path, speech16k: GoldenFixture) ->
     assert shade.mean() > 0.05
 
     bad = run_cli("plot", speech16k.file, "-o", str(tmp_path / "plot.gif"))
-    assert bad.returncode == 1 and ".png" in bad.stderr
+    assert bad.returncode == 2 and ".png" in bad.stderr
 
 
 def test_module_entry_and_version() -> None:

@@ -1,18 +1,40 @@
-"""Reading audio files for the command line: WAV/FLAC/OGG (soundfile), any rate, read in blocks."""
+"""Reading audio files for the command line: WAV/FLAC/OGG (soundfile), any rate, read in blocks.
+
+Every problem with a file becomes a :class:`UserError` whose message starts with the
+file's name, so a batch can report it on one line and carry on with the other files.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from prevad_rx._audio import validate_sample_rate
+from prevad_rx._errors import AudioFormatError
+
 __all__ = ["AudioFileInfo", "UserError", "check_readable", "read_blocks", "read_all"]
 
 
 class UserError(Exception):
-    """An error caused by the command's input, reported as one line."""
+    """An error caused by the command's input, reported as one line.
+
+    ``status`` is the exit status: 1 for bad input (the default), 2 for bad usage.
+    """
+
+    def __init__(self, message: str, *, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def display_name(path: Path | str) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 shown as ``\\xNN`` escapes."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -26,35 +48,128 @@ class AudioFileInfo:
     def duration(self) -> float:
         return self.frames / self.sample_rate
 
+    @property
+    def name(self) -> str:
+        """The path as given, printable (see :func:`display_name`)."""
+        return display_name(self.path)
+
+
+def _libsndfile_reason(exc: Exception) -> str:
+    reason = str(getattr(exc, "error_string", None) or exc).strip()
+    if reason.lower().startswith("error :"):  # some libsndfile messages carry their own prefix
+        reason = reason[len("error :") :].strip()
+    return reason.rstrip(".")
+
+
+def _wav_shortfall(path: Path) -> tuple[float, float] | None:
+    """``(announced, present)`` seconds of a RIFF/WAVE file cut short, else None.
+
+    libsndfile quietly shortens such a file to the frames present; the header says how
+    much audio the file was meant to hold. A data size of 0 or 0xFFFFFFFF is what
+    writers to a pipe leave (length unknown), not truncation.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size_of_file = os.fstat(handle.fileno()).st_size
+        bytes_per_second = 0
+        for _ in range(64):  # chunks before "data": a handful in real files
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind == b"data":
+                present = size_of_file - handle.tell()
+                if size in (0, 0xFFFFFFFF) or present >= size or bytes_per_second <= 0:
+                    return None
+                return size / bytes_per_second, present / bytes_per_second
+            if kind == b"fmt " and size >= 16:
+                fmt = handle.read(16)
+                bytes_per_second = struct.unpack("<I", fmt[8:12])[0]
+                handle.seek(size - 16 + (size & 1), os.SEEK_CUR)
+            else:
+                handle.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
 
 def check_readable(path: Path) -> AudioFileInfo:
-    """Open ``path`` as audio (raising :class:`UserError` with one clear line if not)."""
+    """Open ``path`` as audio (raising :class:`UserError` with one clear line if not).
+
+    Only regular files are read: a pipe or device (``/dev/stdin`` fed by a pipe, a FIFO)
+    would be consumed by this check or block forever, so it is refused.
+    """
     import soundfile as sf
 
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory")
+    name = display_name(path)
     try:
-        info = sf.info(str(path))
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{name}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{name}: is a directory")
+    if not stat.S_ISREG(mode):
+        raise UserError(
+            f"{name}: not a regular file (a pipe or device); save the audio to a file, "
+            "or pipe raw PCM16 into `prevad-rx stream`"
+        )
+    try:
+        info = sf.info(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise UserError(f"{path}: cannot read audio ({exc})") from exc
-    if info.frames <= 0 and info.duration <= 0:
-        raise UserError(f"{path}: holds no audio")
-    return AudioFileInfo(path, int(info.samplerate), int(info.frames), int(info.channels))
+        raise UserError(f"{name}: cannot read audio ({_libsndfile_reason(exc)})") from None
+    try:
+        rate = validate_sample_rate(int(info.samplerate))
+    except AudioFormatError as exc:
+        raise UserError(f"{name}: {exc}") from None
+    frames = max(0, int(info.frames))
+    try:
+        shortfall = _wav_shortfall(path)
+    except OSError as exc:
+        raise UserError(f"{name}: {exc.strerror or exc}") from None
+    if shortfall is not None:
+        announced, present = shortfall
+        raise UserError(
+            f"{name}: truncated: its header announces {announced:.2f} s of audio, "
+            f"the file holds {present:.2f} s"
+        )
+    return AudioFileInfo(path, rate, frames, int(info.channels))
 
 
 def read_blocks(info: AudioFileInfo, block_seconds: float) -> Iterator[np.ndarray]:
-    """The file's audio as float32 mono blocks (channels averaged), without loading it whole."""
+    """The file's audio as float32 mono blocks (channels averaged), without loading it whole.
+
+    A decoding failure part-way, or fewer frames than the file announced, raises
+    :class:`UserError` naming the file.
+    """
     import soundfile as sf
 
     block = max(1, int(block_seconds * info.sample_rate))
-    with sf.SoundFile(str(info.path)) as handle:
-        while True:
-            data = handle.read(block, dtype="float32", always_2d=True)
-            if not len(data):
-                return
-            yield data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0].copy()
+    done = 0
+    try:
+        with sf.SoundFile(os.fsencode(info.path)) as handle:
+            while True:
+                data = handle.read(block, dtype="float32", always_2d=True)
+                if not len(data):
+                    break
+                done += len(data)
+                if data.shape[1] > 1:
+                    yield data.mean(axis=1, dtype=np.float32)
+                else:
+                    yield data[:, 0].copy()
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise UserError(
+            f"{info.name}: cannot read audio after {done / info.sample_rate:.2f} s "
+            f"({_libsndfile_reason(exc)})"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"{info.name}: {exc.strerror or exc}") from None
+    if done < info.frames:
+        raise UserError(
+            f"{info.name}: truncated: its header announces {info.duration:.2f} s of audio, "
+            f"the file holds {done / info.sample_rate:.2f} s"
+        )
 
 
 def read_all(info: AudioFileInfo) -> np.ndarray:

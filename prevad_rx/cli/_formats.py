@@ -67,6 +67,16 @@ def _audacity(results: list[FileResult], header: bool) -> str:
     )
 
 
+def at_rate(segment: dict[str, Any], rate: int, target_rate: int) -> dict[str, Any]:
+    """``segment`` (a :meth:`Segment.to_dict`) with sample positions moved from ``rate``
+    to ``target_rate``: the engine reports positions at the rate the model ran at, the
+    command line at the input's own rate."""
+    if rate != target_rate:
+        for key in ("start_sample", "end_sample"):
+            segment[key] = round(segment[key] * target_rate / rate)
+    return segment
+
+
 FORMATS = {"json": _json, "rttm": _rttm, "csv": _csv, "audacity": _audacity}
 EXTENSIONS = {"json": ".json", "rttm": ".rttm", "csv": ".csv", "audacity": ".txt"}
 

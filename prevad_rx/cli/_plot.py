@@ -12,11 +12,40 @@ import numpy as np
 from prevad_rx._config import VADConfig
 from prevad_rx._engine import VADEngine
 from prevad_rx._types import StreamResult
-from prevad_rx.cli._files import UserError, check_readable, read_all
+from prevad_rx.cli._files import AudioFileInfo, UserError, check_readable, read_blocks
 
 __all__ = ["plot_file"]
 
 _SPEECH = "#2a9d8f"
+
+
+class _Envelope:
+    """Per-bin minimum and maximum of a signal seen block by block (never held whole)."""
+
+    def __init__(self, size: int, bins: int) -> None:
+        bins = max(0, min(size, bins))
+        self.edges = np.linspace(0, size, bins + 1).astype(np.int64)
+        self.lows = np.full(bins, np.inf, np.float32)
+        self.highs = np.full(bins, -np.inf, np.float32)
+
+    def add(self, start: int, block: np.ndarray) -> None:
+        end = min(start + block.size, int(self.edges[-1]))
+        if end <= start:
+            return
+        block = block[: end - start]
+        first = int(np.searchsorted(self.edges, start, side="right")) - 1
+        last = int(np.searchsorted(self.edges, end - 1, side="right")) - 1
+        bins = np.arange(first, last + 1)
+        cuts = np.maximum(self.edges[bins], start) - start
+        self.lows[bins] = np.minimum(self.lows[bins], np.minimum.reduceat(block, cuts))
+        self.highs[bins] = np.maximum(self.highs[bins], np.maximum.reduceat(block, cuts))
+
+
+def envelope(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, lows, highs)``: min/max of ``values`` over at most ``bins`` even bins."""
+    env = _Envelope(values.size, bins)
+    env.add(0, values)
+    return env.edges[:-1], env.lows, env.highs
 
 
 async def _analyse(
@@ -24,18 +53,22 @@ async def _analyse(
     config: VADConfig,
     backend: str,
     workers: int | None,
-) -> tuple[np.ndarray, int, StreamResult]:
+    bins: int,
+) -> tuple[_Envelope, AudioFileInfo, StreamResult]:
+    """Run the file through the engine in 10 s blocks, folding its waveform into bins."""
     info = check_readable(path)
-    audio = read_all(info)
+    wave = _Envelope(info.frames, bins)
     async with VADEngine(backend, workers, config) as engine:
         stream = engine.open_stream(
-            str(path), sample_rate=info.sample_rate, keep_probabilities=True
+            info.name, sample_rate=info.sample_rate, keep_probabilities=True
         )
-        step = 10 * info.sample_rate
-        for start in range(0, audio.size, step):
-            await stream.push(audio[start : start + step])
+        done = 0
+        for block in read_blocks(info, 10.0):
+            wave.add(done, block)
+            done += block.size
+            await stream.push(block)
         result = await stream.close()
-    return audio, info.sample_rate, result
+    return wave, info, result
 
 
 async def plot_file(
@@ -57,9 +90,11 @@ async def plot_file(
     except ImportError:
         raise UserError("plot needs matplotlib: pip install 'prevad-rx[plot]'") from None
     if output.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UserError(f"{output}: use a .png, .svg or .pdf file name")
-    audio, rate, result = await _analyse(path, config, backend, workers)
+        raise UserError(f"{output}: use a .png, .svg or .pdf file name", status=2)
+    columns = int(width * dpi)  # pixels across: more points than this only alias
+    wave, info, result = await _analyse(path, config, backend, workers, 2 * columns)
     assert result.probabilities is not None
+    rate = info.sample_rate
 
     figure, (wave_ax, prob_ax) = plt.subplots(
         2,
@@ -69,29 +104,39 @@ async def plot_file(
         dpi=dpi,
         gridspec_kw={"height_ratios": [1.3, 1.0]},
     )
-    duration = audio.size / rate
+    duration = info.duration
     # the waveform as a min/max envelope: exact at any zoom, cheap for long files
-    bins = int(min(audio.size, width * dpi * 2))
-    edges = np.linspace(0, audio.size, bins + 1).astype(int)
-    lows = np.minimum.reduceat(audio, edges[:-1]) if audio.size else np.zeros(0)
-    highs = np.maximum.reduceat(audio, edges[:-1]) if audio.size else np.zeros(0)
-    times = edges[:-1] / rate
-    wave_ax.fill_between(times, lows, highs, color="#264653", linewidth=0)
+    wave_ax.fill_between(
+        wave.edges[:-1] / rate, wave.lows, wave.highs, color="#264653", linewidth=0
+    )
     wave_ax.set_ylabel("amplitude")
     wave_ax.set_title(
-        f"{path.name}: {len(result.segments)} speech segments, {duration:.1f} s ({rate} Hz)"
+        f"{info.name}: {len(result.segments)} speech segments, {duration:.1f} s ({rate} Hz)"
     )
 
     frame = 512 if result.sample_rate == 16000 else 256
-    frame_times = np.arange(result.probabilities.size) * frame / result.sample_rate
-    prob_ax.step(
-        frame_times,
-        result.probabilities,
-        where="post",
-        color="#e76f51",
-        linewidth=1.0,
-        label="speech probability",
-    )
+    probabilities = result.probabilities
+    if probabilities.size <= columns:  # every frame gets its own step
+        frame_times = np.arange(probabilities.size) * frame / result.sample_rate
+        prob_ax.step(
+            frame_times,
+            probabilities,
+            where="post",
+            color="#e76f51",
+            linewidth=1.0,
+            label="speech probability",
+        )
+    else:  # more frames than pixels: each column shows its frames' lowest and highest
+        starts, lows, highs = envelope(probabilities.astype(np.float32), columns)
+        prob_ax.fill_between(
+            starts * frame / result.sample_rate,
+            lows,
+            highs,
+            step="post",
+            color="#e76f51",
+            linewidth=0,
+            label="speech probability (min-max per pixel)",
+        )
     prob_ax.axhline(
         config.threshold,
         color="#1d3557",

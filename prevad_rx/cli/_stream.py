@@ -2,23 +2,33 @@
 
 sox -d -t raw -r 16000 -e signed -b 16 -c 1 - | prevad-rx stream
 ffmpeg -i input.mp3 -f s16le -ac 1 -ar 16000 - | prevad-rx stream --format json
+
+Sample positions in the JSON events are at the input's own ``--rate`` (as ``detect``
+reports them at the file's rate), and every event carries that ``sample_rate``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import threading
+from collections.abc import Callable
 from typing import BinaryIO, TextIO
 
 from prevad_rx._config import VADConfig
 from prevad_rx._engine import VADEngine
 from prevad_rx._types import SpeechEvent
+from prevad_rx.cli._formats import at_rate
 
 __all__ = ["stream_stdin"]
 
+#: Chunks read ahead of the engine: bounds memory when the input is faster than real time.
+_READ_AHEAD = 4
 
-def _printer(fmt: str, out: TextIO) -> object:
+
+def _printer(fmt: str, out: TextIO, input_rate: int) -> Callable[[SpeechEvent], None]:
     def show(event: SpeechEvent) -> None:
         if fmt == "json":
             record: dict[str, object] = {"event": event.kind, "stream": event.stream_id}
@@ -27,8 +37,10 @@ def _printer(fmt: str, out: TextIO) -> object:
             else:
                 record["time"] = round(event.time, 3)
                 record["decided_at"] = round(event.decided_at_sample / event.sample_rate, 3)
+                record["sample_rate"] = input_rate
             if event.segment is not None:
-                record["segment"] = event.segment.to_dict()
+                segment = event.segment
+                record["segment"] = at_rate(segment.to_dict(), segment.sample_rate, input_rate)
             line = json.dumps(record)
         elif event.kind == "start":
             line = f"{event.time:9.3f}  speech starts"
@@ -42,6 +54,56 @@ def _printer(fmt: str, out: TextIO) -> object:
         print(line, file=out, flush=True)
 
     return show
+
+
+def _start_reader(
+    source: BinaryIO, size: int, loop: asyncio.AbstractEventLoop
+) -> tuple[asyncio.Queue[bytes | BaseException], threading.Semaphore]:
+    """Read ``size``-byte chunks (fewer at EOF; ``b""`` ends) on a daemon thread.
+
+    A daemon thread, reading the file descriptor itself, so that Ctrl-C or an error
+    never waits for input that may not come (a microphone, an idle pipe).
+    """
+    queue: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
+    slots = threading.Semaphore(_READ_AHEAD)
+    try:
+        fd: int | None = source.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None  # an in-memory stream: read it through its own method
+
+    def read_chunk() -> bytes:
+        if fd is None:
+            return source.read(size)
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            part = os.read(fd, size - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+    def hand_over(item: bytes | BaseException) -> bool:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return False
+        return True
+
+    def pump() -> None:
+        while True:
+            slots.acquire()
+            try:
+                data = read_chunk()
+            except OSError as exc:
+                hand_over(exc)
+                return
+            if not hand_over(data) or not data:
+                return
+
+    threading.Thread(target=pump, name="prevad-rx-stdin", daemon=True).start()
+    return queue, slots
 
 
 async def stream_stdin(
@@ -58,17 +120,20 @@ async def stream_stdin(
     """Read PCM16-LE mono from ``source`` (stdin) in ``chunk_ms`` pieces until EOF."""
     source = source or sys.stdin.buffer
     out = out or sys.stdout
-    loop = asyncio.get_running_loop()
     chunk_bytes = max(2, sample_rate * chunk_ms // 1000 * 2)
     async with VADEngine(backend, workers, config) as engine:
         stream = engine.open_stream("stdin", sample_rate=sample_rate)
-        stream.subscribe(_printer(fmt, out))  # type: ignore[arg-type]
+        stream.subscribe(_printer(fmt, out, sample_rate))
+        queue, slots = _start_reader(source, chunk_bytes, asyncio.get_running_loop())
         carry = b""
         while True:
-            data = await loop.run_in_executor(None, source.read, chunk_bytes)
-            if not data:
+            item = await queue.get()
+            slots.release()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
                 break
-            data = carry + data
+            data = carry + item
             usable = len(data) - len(data) % 2  # an odd byte waits for its partner
             carry = data[usable:]
             await stream.push(data[:usable])
