@@ -70,8 +70,8 @@ class FakeVllmServer:
                 with server.lock:
                     server.open_answers += 1
                 try:
-                    if server.mode in ("huge", "endless", "drip") and status == 200:
-                        server.misbehave(self, payload)
+                    if server.mode in ("huge", "endless", "drip", "endless-500"):
+                        server.misbehave(self, status, payload)
                     else:
                         self.send_response(status)
                         self.send_header("Content-Type", "application/json")
@@ -120,7 +120,7 @@ class FakeVllmServer:
             return 401, b'{"error": "unauthorized"}'
         if path != "/pooling":
             return 404, b"{}"
-        if count <= self.fail_first or self.mode == "500":
+        if count <= self.fail_first or self.mode in ("500", "endless-500"):
             return 500, b'{"error": "internal"}'
         if self.mode == "drop":
             return 0, b""
@@ -148,12 +148,12 @@ class FakeVllmServer:
         }
         return 200, json.dumps({"request_id": "x", "created_at": 0, "data": data}).encode()
 
-    def misbehave(self, handler: BaseHTTPRequestHandler, payload: bytes) -> None:
-        """Write a 200 answer badly: 300 MB ("huge"), without end ("endless", chunked), or
-        ``payload`` one byte per ``drip_interval_s`` ("drip"); stops when the client hangs up."""
-        handler.send_response(200)
+    def misbehave(self, handler: BaseHTTPRequestHandler, status: int, payload: bytes) -> None:
+        """Write an answer badly: 300 MB ("huge"), without end ("endless", "endless-500":
+        chunked), or one byte per ``drip_interval_s`` ("drip"); stops when the client hangs up."""
+        handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
-        if self.mode == "endless":
+        if self.mode.startswith("endless"):
             handler.send_header("Transfer-Encoding", "chunked")
         else:
             size = HUGE_BYTES if self.mode == "huge" else len(payload)

@@ -131,6 +131,7 @@ def _prevad_threads() -> list[str]:
         ("huge", "refused"),  # 300 MB declared and sent
         ("endless", "refused"),  # chunked, never ends, no size declared
         ("drip", "timed out"),  # a byte every 0.2 s: each read is quick, the answer never ends
+        ("endless-500", "HTTP 500"),  # an error page that never ends: its start is shown
     ],
 )
 async def test_huge_endless_and_drip_fed_answers_fail_within_the_deadline(
