@@ -6,11 +6,13 @@ Streams the file through the engine in 10 s blocks (a long file is never held in
 memory whole) with ``keep_audio=True``, so every ``end`` event carries its segment's
 samples, and writes each as ``OUT_DIR/<name>_NNN_<start>-<end>.wav`` as soon as it is
 final. Positions and clips are at the processing rate (16 kHz for most inputs).
+Without OUT_DIR the clips go to a new temporary directory, whose name is printed.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import soundfile as sf
@@ -44,9 +46,13 @@ async def main(path: Path, out_dir: Path) -> None:
         result = await stream.close()
     speech = sum(s.duration for s in result.segments)
     print(f"{len(written)} clips, {speech:.1f} s of speech out of {result.duration:.1f} s")
+    print(f"clips in {out_dir}")
 
 
 if __name__ == "__main__":
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
-    target = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("speech_clips")
+    if len(sys.argv) > 2:
+        target = Path(sys.argv[2])
+    else:
+        target = Path(tempfile.mkdtemp(prefix="speech_clips_"))
     pv.run(main(source, target))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,28 @@ def test_cut_speech_clips(tmp_path: Path) -> None:
     assert clip_rate == rate
     assert np.array_equal(first, audio[expected[0][0] : expected[0][1]])
     assert f"{len(expected)} clips" in out
+
+
+def test_cut_speech_clips_writes_nothing_where_it_is_run(tmp_path: Path) -> None:
+    """Without OUT_DIR the clips go to a fresh temporary folder, not the current one."""
+    import shutil
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "cut_speech_clips.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    folder = Path(proc.stdout.splitlines()[-1].removeprefix("clips in "))
+    try:
+        assert folder.is_absolute() and folder.parent == Path(tempfile.gettempdir())
+        assert len(list(folder.glob("conversation_*.wav"))) == len(conversation_segments())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_tcp_ingest_demo() -> None:

@@ -41,11 +41,15 @@ class _Envelope:
         self.highs[bins] = np.maximum(self.highs[bins], np.maximum.reduceat(block, cuts))
 
 
-def envelope(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(starts, lows, highs)``: min/max of ``values`` over at most ``bins`` even bins."""
+def envelope(
+    values: np.ndarray, bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, lows, highs, means)`` of ``values`` over at most ``bins`` even bins."""
     env = _Envelope(values.size, bins)
     env.add(0, values)
-    return env.edges[:-1], env.lows, env.highs
+    starts = env.edges[:-1]
+    means = np.add.reduceat(values, starts, dtype=np.float64) / np.diff(env.edges)
+    return starts, env.lows, env.highs, means
 
 
 async def _analyse(
@@ -126,16 +130,26 @@ async def plot_file(
             linewidth=1.0,
             label="speech probability",
         )
-    else:  # more frames than pixels: each column shows its frames' lowest and highest
-        starts, lows, highs = envelope(probabilities.astype(np.float32), columns)
+    else:  # more frames than pixels: each column shows its frames' range and mean
+        starts, lows, highs, means = envelope(probabilities.astype(np.float32), columns)
+        times = starts * frame / result.sample_rate
         prob_ax.fill_between(
-            starts * frame / result.sample_rate,
+            times,
             lows,
             highs,
             step="post",
             color="#e76f51",
+            alpha=0.3,
             linewidth=0,
-            label="speech probability (min-max per pixel)",
+            label="probability range per pixel",
+        )
+        prob_ax.step(
+            times,
+            means,
+            where="post",
+            color="#e76f51",
+            linewidth=1.0,
+            label="speech probability (mean per pixel)",
         )
     prob_ax.axhline(
         config.threshold,
