@@ -34,6 +34,7 @@ from prevad_rx._errors import (
     ConfigError,
     DuplicateStreamError,
     ModelIntegrityError,
+    OperatorError,
     PrevadError,
     RemoteBackendError,
     SliceOrderError,
@@ -46,6 +47,7 @@ from prevad_rx._errors import (
     WrongEventLoopError,
 )
 from prevad_rx._facade import AsyncParallelVAD
+from prevad_rx._fanout import EventIterator
 from prevad_rx._model_stage import StageStatistics
 from prevad_rx._pool import PoolStatistics, WorkerPool
 from prevad_rx._runtime import aiter_observable, run, uvloop_available
@@ -63,6 +65,7 @@ from prevad_rx._types import (
 )
 from prevad_rx._version import __version__
 from prevad_rx.backends import Backend, available_backends, create_backend, register_backend
+from prevad_rx.operators import run_pipeline
 
 __all__ = [
     "NATIVE_SAMPLE_RATES",
@@ -80,9 +83,11 @@ __all__ = [
     "ConfigError",
     "DuplicateStreamError",
     "EngineStatistics",
+    "EventIterator",
     "EventKind",
     "FrameProbabilities",
     "ModelIntegrityError",
+    "OperatorError",
     "PoolStatistics",
     "PrevadError",
     "RemoteBackendError",
@@ -113,6 +118,7 @@ __all__ = [
     "operators",
     "register_backend",
     "run",
+    "run_pipeline",
     "segments_from_probabilities",
     "uvloop_available",
 ]

@@ -23,11 +23,12 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.abc import DisposableBase
@@ -42,7 +43,7 @@ from prevad_rx._errors import (
     StreamFailedError,
     UnsupportedSampleRateError,
 )
-from prevad_rx._fanout import EventFanout
+from prevad_rx._fanout import EventFanout, EventIterator
 from prevad_rx._loop import require_loop
 from prevad_rx._model_stage import ModelStage, StageStatistics, check_timeouts
 from prevad_rx._pool import PoolStatistics, WorkerPool
@@ -50,12 +51,14 @@ from prevad_rx._stream import BackpressurePolicy, StreamStatistics, VADStream
 from prevad_rx._types import AudioChunk, AudioSlice, FrameProbabilities, SpeechEvent, StreamFailure
 from prevad_rx.operators import (
     DEFAULT_FRAMES_PER_SLICE,
+    contain,
     emit_events,
     merge_segments,
     parallel_map_on_pool,
     reorder_by_seq,
     window_slices,
 )
+from prevad_rx.operators._builder import operator_name
 
 __all__ = ["EngineStatistics", "VADEngine"]
 
@@ -86,6 +89,11 @@ def _check_operators(name: str, chain: object) -> None:
     for operator in chain:
         if not callable(operator):
             raise ConfigError(f"{name} must hold callables (operators), got {operator!r}")
+
+
+def _end_chunk_for(chunk: AudioChunk) -> AudioChunk:
+    """The end-of-stream chunk put back when an audio operator swallowed it."""
+    return AudioChunk(chunk.stream_id, np.zeros(0, np.float32), chunk.sample_rate, True)
 
 
 def _apply(source: Observable[Any], *operators: AnyOperator) -> Observable[Any]:
@@ -185,6 +193,7 @@ class VADEngine:
         self._subscriptions: list[DisposableBase] = []
         self._state = "new"
         self._broken: BaseException | None = None
+        self._stale: set[str] = set()  # failed by an event operator; results still in the chain
         self._pool_closed: asyncio.Future[None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -243,9 +252,23 @@ class VADEngine:
 
     def _build_chain(self) -> None:
         subject: Subject[AudioChunk] = Subject()
+        # Each user operator is contained: its faults fail the stream they happened on.
+        audio_operators = [
+            contain(
+                op,
+                AudioChunk,
+                name=f"audio_operators[{i}] ({operator_name(op)})",
+                end_marker=_end_chunk_for,
+            )
+            for i, op in enumerate(self._audio_operators)
+        ]
+        event_operators = [
+            contain(op, SpeechEvent, name=f"event_operators[{i}] ({operator_name(op)})")
+            for i, op in enumerate(self._event_operators)
+        ]
         results = _apply(
             subject,
-            *self._audio_operators,
+            *audio_operators,
             self._slicer,
             ops.do_action(self._slice_submitted),
             parallel_map_on_pool(
@@ -261,7 +284,7 @@ class VADEngine:
             results,
             merge_segments(self._config_for, keep_audio=self._keep_audio_for),
             emit_events(),
-            *self._event_operators,
+            *event_operators,
         )
         # Subscription order matters: per result, events are scheduled on the
         # loop before the progress update that releases flush()/close().
@@ -422,10 +445,11 @@ class VADEngine:
         """Every stream's events as one hot reactivex observable (on the loop)."""
         return self._fanout.observable
 
-    def events(self) -> AsyncIterator[SpeechEvent]:
+    def events(self) -> EventIterator:
         """Iterate over every stream's events (failures as ``error`` events) until the
         engine closes. Registers at call time. While it holds ``max_buffered_events``
-        unread events, every stream's ``push()`` waits."""
+        unread events, every stream's ``push()`` waits; cancelling its consumer (at any
+        point, also before it started) or ``aclose()`` unregisters it."""
         require_loop(self._loop, "VADEngine.events()")
         return self._fanout.events()
 
@@ -474,8 +498,11 @@ class VADEngine:
         if stream is not None and isinstance(item, AudioSlice):
             stream._on_slice(item)
 
-    def _event_from_worker(self, event: SpeechEvent) -> None:
-        self._call_on_loop(self._event_on_loop, event)
+    def _event_from_worker(self, event: SpeechEvent | StreamFailure) -> None:
+        if isinstance(event, StreamFailure):  # an event operator failed on the stream
+            self._call_on_loop(self._event_failure_on_loop, event)
+        else:
+            self._call_on_loop(self._event_on_loop, event)
 
     def _result_from_worker(self, item: FrameProbabilities | StreamFailure) -> None:
         if isinstance(item, StreamFailure):
@@ -503,27 +530,55 @@ class VADEngine:
         inbox = self._inbox
         while inbox:
             callback, arg = inbox.popleft()
-            callback(arg)
+            try:
+                callback(arg)
+            except (KeyboardInterrupt, SystemExit):
+                if inbox and self._loop is not None:  # the rest is still delivered
+                    self._drain_pending = True
+                    self._loop.call_soon(self._drain_inbox)
+                raise
+            except BaseException:
+                log.exception("delivering %r failed", arg)
 
     # --------------------------------------------------------------- on the loop
 
     def _event_on_loop(self, event: SpeechEvent) -> None:
+        if event.stream_id in self._stale:
+            return
         stream = self._streams.get(event.stream_id)
         if stream is not None and event.kind != "error":
             stream._on_event(event)
             self._fanout.publish(event)
 
     def _frames_on_loop(self, item: FrameProbabilities) -> None:
+        if item.stream_id in self._stale:
+            if item.is_last:
+                self._stale.discard(item.stream_id)
+            return
         stream = self._streams.get(item.stream_id)
         if stream is not None:
             stream._on_frames(item)
 
     def _failure_on_loop(self, failure: StreamFailure) -> None:
+        if failure.stream_id in self._stale:
+            self._stale.discard(failure.stream_id)
+            return
         stream = self._streams.get(failure.stream_id)
         if stream is not None:
             stream._fail(failure.error)
             self._fanout.fail(failure.error)
             self._end_failed(stream)
+
+    def _event_failure_on_loop(self, failure: StreamFailure) -> None:
+        """An event operator failed on the stream: fail it now; what the chain still
+        holds of it (up to its last result) is stale, never a reopened stream's."""
+        stream = self._streams.get(failure.stream_id)
+        if stream is None or failure.stream_id in self._stale:
+            return
+        stream._fail(failure.error)
+        self._fanout.fail(failure.error)
+        self._stale.add(failure.stream_id)
+        self._end_failed(stream)
 
     def _end_failed(self, stream: VADStream) -> None:
         """Send a failed stream's end through the chain, so every operator forgets it

@@ -2,15 +2,19 @@
 
 Used by each :class:`~prevad_rx.VADStream` (its own events) and by
 :class:`~prevad_rx.VADEngine` (every stream's events). Handlers are guarded: an
-exception in one is logged (``prevad_rx.events``) and counted, never propagated.
+exception in one (any but ``KeyboardInterrupt``/``SystemExit``, so also a
+``CancelledError``) is logged (``prevad_rx.events``) and counted, never propagated.
 Iterators are registered when created and report their backlog, which the
-engine turns into backpressure on ``push()``.
+engine turns into backpressure on ``push()``; one is unregistered when it ends,
+fails, is cancelled, is closed (``aclose()``), or is dropped without ever being
+iterated (a consumer task cancelled before it started).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,11 +24,64 @@ from reactivex.subject import Subject
 from prevad_rx._errors import StreamFailedError
 from prevad_rx._types import SpeechEvent
 
-__all__ = ["EventFanout"]
+__all__ = ["EventFanout", "EventIterator"]
 
 log = logging.getLogger("prevad_rx.events")
 
 _END = object()
+_FATAL = (KeyboardInterrupt, SystemExit)
+
+
+class EventIterator(AsyncIterator[SpeechEvent]):
+    """``async for`` over events, registered from its creation until it ends.
+
+    It unregisters (and stops holding back ``push()``) when its iteration ends or
+    raises, when a ``__anext__`` is cancelled, on :meth:`aclose`, or when it is
+    garbage-collected unread -- e.g. handed to a task cancelled before it ran.
+    """
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[Any],
+        unregister: Callable[[asyncio.Queue[Any]], None],
+        on_consumed: Callable[[], None],
+    ) -> None:
+        self._queue = queue
+        self._closed = False
+        self._on_consumed = on_consumed
+        # holds no reference to the iterator, so dropping it unregisters the queue
+        self._finalizer = weakref.finalize(self, unregister, queue)
+        self._finalizer.atexit = False
+
+    def __aiter__(self) -> EventIterator:
+        return self
+
+    async def __anext__(self) -> SpeechEvent:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            item = await self._queue.get()
+        except BaseException:  # cancelled: this consumer is gone
+            self._close()
+            raise
+        if item is _END:
+            self._close()
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._close()
+            raise item
+        self._on_consumed()
+        event: SpeechEvent = item
+        return event
+
+    async def aclose(self) -> None:
+        """Stop iterating: unregister now (no effect when already ended)."""
+        self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._finalizer()  # unregisters, once
+        self._on_consumed()
 
 
 class EventFanout:
@@ -86,29 +143,19 @@ class EventFanout:
     def observable(self) -> Observable[SpeechEvent]:
         return self._subject
 
-    def events(self) -> AsyncIterator[SpeechEvent]:
+    def events(self) -> EventIterator:
         """An iterator over events from now on (registered at call time)."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         if self._ended is not None:
             queue.put_nowait(self._ended)
         else:
             self._queues.append(queue)
-        return self._iterate(queue)
+        return EventIterator(queue, self._unregister, self._on_consumed)
 
-    async def _iterate(self, queue: asyncio.Queue[Any]) -> AsyncIterator[SpeechEvent]:
-        try:
-            while True:
-                item = await queue.get()
-                self._on_consumed()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if queue in self._queues:
-                self._queues.remove(queue)
-                self._on_consumed()
+    def _unregister(self, queue: asyncio.Queue[Any]) -> None:
+        if queue in self._queues:
+            self._queues.remove(queue)
+            self._on_consumed()
 
     @property
     def backlog(self) -> int:
@@ -150,7 +197,9 @@ class EventFanout:
         def guarded(*args: Any) -> None:
             try:
                 call(*args)
-            except Exception:
+            except _FATAL:
+                raise
+            except BaseException:
                 self.handler_errors += 1
                 log.exception("event handler of %s failed", self._name)
 

@@ -6,8 +6,9 @@ Output: ``Observable[SpeechEvent]`` (``kind`` "start", "end", or "error")
 A :class:`~prevad_rx.StreamFailure` becomes an ``error`` event carrying the
 :class:`~prevad_rx.StreamFailedError`, so downstream sees one item type. Each
 event is also passed to every handler (a plain callable or a reactivex
-observer's ``on_next``) before it goes downstream. A handler that raises does
-not end the chain or vanish: the exception goes to ``on_handler_error``
+observer's ``on_next``) before it goes downstream. A handler that raises (any
+exception but ``KeyboardInterrupt``/``SystemExit``) does not end the chain or
+vanish: the exception goes to ``on_handler_error``
 (default: logged on the ``prevad_rx.events`` logger with its traceback) and
 the remaining handlers and the chain carry on. ``kinds`` limits which events
 pass (and reach the handlers).
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from reactivex import abc
 
-from prevad_rx._errors import ConfigError
+from prevad_rx._errors import ConfigError, OperatorError
 from prevad_rx._types import SpeechEvent, StreamFailure
-from prevad_rx.operators._plumbing import Operator, operator_from
+from prevad_rx.operators._builder import FATAL_EXCEPTIONS, Operator, operator_from
 
 __all__ = ["EventHandler", "HandlerErrorHandler", "emit_events"]
 
@@ -43,19 +43,32 @@ def _log_handler_error(exc: BaseException, event: SpeechEvent) -> None:
     log.error("event handler failed on %r", event, exc_info=exc)
 
 
-def to_event(item: SpeechEvent | StreamFailure) -> SpeechEvent:
-    """The user-facing event for an item (a failure becomes an ``error`` event)."""
+def to_event(item: object) -> SpeechEvent:
+    """The user-facing event for an item (a failure becomes an ``error`` event).
+
+    An item of another type that names its stream becomes that stream's ``error``
+    event (an :class:`~prevad_rx.OperatorError`); one that does not is a bug of the
+    chain (``TypeError``).
+    """
     if isinstance(item, StreamFailure):
         return SpeechEvent("error", item.stream_id, 0, 0, 0, error=item.error)
     if isinstance(item, SpeechEvent):
         return item
-    raise TypeError(f"emit_events expects SpeechEvent items, got {type(item).__name__}")
+    sid = getattr(item, "stream_id", None)
+    message = (
+        f"emit_events expects SpeechEvent items, got {type(item).__name__} "
+        "(the operator before it emitted a wrong item)"
+    )
+    if isinstance(sid, str):
+        error = OperatorError(f"stream {sid!r}: {message}", sid, operator="emit_events")
+        return SpeechEvent("error", sid, 0, 0, 0, error=error)
+    raise TypeError(message)
 
 
 class _Emitter:
     def __init__(
         self,
-        emit: Callable[[Any], None],
+        emit: Callable[[SpeechEvent], None],
         complete: Callable[[], None],
         handlers: list[Callable[[SpeechEvent], object]],
         kinds: frozenset[str],
@@ -74,10 +87,14 @@ class _Emitter:
         for handler in self._handlers:
             try:
                 handler(event)
-            except Exception as exc:  # noqa: BLE001 - routed, never swallowed
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - routed, never swallowed
                 try:
                     self._on_handler_error(exc, event)
-                except Exception:
+                except FATAL_EXCEPTIONS:
+                    raise
+                except BaseException:
                     log.exception("on_handler_error failed")
         self._emit(event)
 
@@ -106,6 +123,8 @@ def emit_events(
         else:
             raise TypeError(f"event handler must be callable or an observer, got {handler!r}")
     error_handler = on_handler_error or _log_handler_error
-    return operator_from(
-        lambda emit, complete: _Emitter(emit, complete, calls, selected, error_handler)
-    )
+
+    def make(emit: Callable[[SpeechEvent], None], complete: Callable[[], None]) -> _Emitter:
+        return _Emitter(emit, complete, calls, selected, error_handler)
+
+    return operator_from(make)

@@ -13,13 +13,14 @@ operator then holds only the audio an open or pending segment may still need).
 
 Out-of-order input is a usage error reported in-band: the stream fails with a
 :class:`~prevad_rx.SliceOrderError` (put :func:`reorder_by_seq` before this).
+Anything else that goes wrong with one stream (its config function raising, say)
+fails that stream alone (:func:`~prevad_rx.operators.per_stream`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from prevad_rx._config import VADConfig
 from prevad_rx._errors import ConfigError, SliceOrderError
 from prevad_rx._segmenter import Boundary, SpeechSegmenter
 from prevad_rx._types import FrameProbabilities, Segment, SpeechEvent, StreamFailure
-from prevad_rx.operators._plumbing import Operator, operator_from
+from prevad_rx.operators._builder import Operator, per_stream
 
 __all__ = ["ConfigSource", "merge_segments"]
 
@@ -74,52 +75,30 @@ class _Track:
 
 
 class _Merger:
-    def __init__(
-        self,
-        emit: Callable[[Any], None],
-        complete: Callable[[], None],
-        config: ConfigSource,
-        keep_audio: bool | Callable[[str], bool],
-    ) -> None:
-        self._emit = emit
-        self._complete = complete
+    def __init__(self, config: ConfigSource, keep_audio: bool | Callable[[str], bool]) -> None:
         self._config = config
         self._keep_audio = keep_audio
-        self._tracks: dict[str, _Track] = {}
 
-    def _config_for(self, sid: str) -> VADConfig:
+    def open(self, item: FrameProbabilities) -> _Track:
+        sid = item.stream_id
         config = self._config(sid) if callable(self._config) else self._config
         if not isinstance(config, VADConfig):
             raise ConfigError(f"config for stream {sid!r} is not a VADConfig: {config!r}")
-        return config
+        track = _Track(SpeechSegmenter(config, item.sample_rate))
+        keep = self._keep_audio(sid) if callable(self._keep_audio) else self._keep_audio
+        if keep:
+            track.tape = _AudioTape()
+        return track
 
-    def on_next(self, item: FrameProbabilities | StreamFailure) -> None:
-        if isinstance(item, StreamFailure):
-            self._tracks.pop(item.stream_id, None)
-            self._emit(item)
-            return
-        if not isinstance(item, FrameProbabilities):
-            raise TypeError(
-                f"merge_segments expects FrameProbabilities items, got {type(item).__name__}"
-            )
+    def step(self, track: _Track, item: FrameProbabilities) -> list[SpeechEvent]:
         sid = item.stream_id
-        track = self._tracks.get(sid)
-        if track is None:
-            track = _Track(SpeechSegmenter(self._config_for(sid), item.sample_rate))
-            keep = self._keep_audio(sid) if callable(self._keep_audio) else self._keep_audio
-            if keep:
-                track.tape = _AudioTape()
-            self._tracks[sid] = track
         if item.seq != track.next_seq:
-            del self._tracks[sid]
-            error = SliceOrderError(
+            raise SliceOrderError(
                 f"stream {sid!r}: merge_segments got slice {item.seq}, expected "
                 f"{track.next_seq}; put reorder_by_seq() before it",
                 sid,
                 item.seq,
             )
-            self._emit(StreamFailure(sid, error))
-            return
         track.next_seq += 1
         if track.tape is not None and item.audio is not None:
             valid = item.end_sample - (track.tape.base + track.tape.size)
@@ -127,32 +106,28 @@ class _Merger:
         boundaries = track.segmenter.push(item.probabilities.tolist(), item.end_sample)
         if item.is_last:
             boundaries += track.segmenter.finish(item.end_sample)
-            del self._tracks[sid]
-        self._send(sid, track, boundaries)
+        events = self._events(sid, track, boundaries)
         if track.tape is not None and not item.is_last:
             track.tape.trim(track.segmenter.earliest_needed_sample)
+        return events
 
-    def _send(self, sid: str, track: _Track, boundaries: list[Boundary]) -> None:
+    @staticmethod
+    def _events(sid: str, track: _Track, boundaries: list[Boundary]) -> list[SpeechEvent]:
         rate = track.segmenter.sample_rate
+        events = []
         for boundary in boundaries:
             if boundary.kind == "start":
-                self._emit(SpeechEvent("start", sid, boundary.start, rate, boundary.decided_at))
+                events.append(SpeechEvent("start", sid, boundary.start, rate, boundary.decided_at))
                 continue
             assert boundary.end is not None
             audio = None
             if track.tape is not None:
                 audio = track.tape.cut(boundary.start, boundary.end)
             segment = Segment(sid, boundary.start, boundary.end, rate, audio)
-            self._emit(
+            events.append(
                 SpeechEvent("end", sid, boundary.end, rate, boundary.decided_at, segment=segment)
             )
-
-    def on_completed(self) -> None:
-        self._tracks.clear()
-        self._complete()
-
-    def dispose(self) -> None:
-        self._tracks.clear()
+        return events
 
 
 def merge_segments(
@@ -169,4 +144,7 @@ def merge_segments(
     source: ConfigSource = VADConfig() if config is None else config
     if not isinstance(source, VADConfig) and not callable(source):
         raise ConfigError(f"config must be a VADConfig or a callable, got {config!r}")
-    return operator_from(lambda emit, complete: _Merger(emit, complete, source, keep_audio))
+    merger = _Merger(source, keep_audio)
+    return per_stream(
+        merger.step, state=merger.open, accepts=FrameProbabilities, name="merge_segments"
+    )

@@ -17,7 +17,8 @@ stream (a :class:`~prevad_rx.StreamFailure` naming stream and slice).
 Input:  ``Observable[T | StreamFailure]``; output: ``Observable[R | StreamFailure]``.
 ``func(item)`` runs on the workers for each item, in parallel and emitted in
 completion order -- follow it with :func:`reorder_by_seq` when order matters.
-If ``func`` raises, the item's stream (``item.stream_id``) fails.
+If ``func`` raises, the item's stream (``item.stream_id``) fails; its results
+still in flight and its further items, up to its last, are dropped.
 
 On completion of the source, the operator completes once every accepted item
 has been emitted. ``max_pending`` bounds the items queued on the pool: a
@@ -34,7 +35,14 @@ from prevad_rx._errors import ConfigError, StreamFailedError
 from prevad_rx._model_stage import ModelStage
 from prevad_rx._pool import NORMAL, WorkerPool
 from prevad_rx._types import AudioSlice, StreamFailure
-from prevad_rx.operators._plumbing import Operator, operator_from
+from prevad_rx.operators._builder import (
+    FATAL_EXCEPTIONS,
+    FailedStreams,
+    Operator,
+    ends_stream,
+    operator_from,
+    operator_name,
+)
 
 __all__ = ["parallel_map_on_pool"]
 
@@ -127,6 +135,7 @@ class _MapHandler:
     ) -> None:
         self._pool = pool
         self._func = func
+        self._name = operator_name(func)
         self._emit = emit
         self._complete = complete
         self._admission = _Admission(pool, max_pending)
@@ -135,31 +144,60 @@ class _MapHandler:
         self._in_flight = 0
         self._completing = False
         self._disposed = False
+        self._open: set[str] = set()  # streams whose last item has not been submitted yet
+        self._failed = FailedStreams()  # their further items are dropped up to the last
+        self._epoch: dict[str, int] = {}  # bumped on failure: results still in flight are dropped
 
     def on_next(self, item: Any) -> None:
         if isinstance(item, StreamFailure):
+            with self._lock:
+                failed = item.stream_id
+                self._open.discard(failed)
+                self._failed.discard(failed)
+                self._epoch[failed] = self._epoch.get(failed, 0) + 1
             with self._emit_lock:
                 self._emit(item)
             return
+        sid = getattr(item, "stream_id", None)
+        last = ends_stream(item)
+        with self._lock:
+            if isinstance(sid, str):
+                if self._failed.drops(sid, last):
+                    return
+                if last:
+                    self._open.discard(sid)
+                else:
+                    self._open.add(sid)
+            epoch = self._epoch.get(sid, 0) if isinstance(sid, str) else 0
         self._admission.acquire()
         with self._lock:
             self._in_flight += 1
-        self._pool.submit(lambda backend: self._run(item), NORMAL)
+        self._pool.submit(lambda backend: self._run(item, epoch), NORMAL)
 
-    def _run(self, item: Any) -> None:
+    def _run(self, item: Any, epoch: int) -> None:
+        sid = getattr(item, "stream_id", None)
         try:
             out: Any = self._func(item)
-        except Exception as exc:  # noqa: BLE001 - becomes the item's stream failure
-            sid = getattr(item, "stream_id", None)
+        except FATAL_EXCEPTIONS:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - becomes the item's stream failure
             error = StreamFailedError(
-                f"stream {sid!r}: mapping item {getattr(item, 'seq', None)} failed: {exc}",
-                sid,
+                f"stream {sid!r}: mapping item {getattr(item, 'seq', None)} failed: {exc} "
+                f"(in {self._name})",
+                sid if isinstance(sid, str) else None,
                 getattr(item, "seq", None),
             )
             error.__cause__ = exc
             out = StreamFailure(str(sid), error)
         with self._emit_lock:
-            if not self._disposed:
+            with self._lock:
+                current = not isinstance(sid, str) or self._epoch.get(sid, 0) == epoch
+                if current and isinstance(out, StreamFailure) and isinstance(sid, str):
+                    self._epoch[sid] = epoch + 1
+                    if sid in self._open:
+                        self._open.discard(sid)
+                        self._failed.add(sid)
+            if current and not self._disposed:
                 self._emit(out)
         self._admission.release()
         with self._lock:

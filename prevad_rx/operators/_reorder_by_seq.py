@@ -20,104 +20,105 @@ makes that a checked guarantee for whatever stage precedes it (a stateless
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 from prevad_rx._errors import ConfigError, SliceOrderError
 from prevad_rx._types import StreamFailure
-from prevad_rx.operators._plumbing import Operator, operator_from
+from prevad_rx.operators._builder import Operator, per_stream
 
-__all__ = ["DEFAULT_MAX_BUFFERED", "reorder_by_seq"]
+__all__ = ["DEFAULT_MAX_BUFFERED", "Sequenced", "reorder_by_seq"]
 
 DEFAULT_MAX_BUFFERED = 256
 
 
+class Sequenced(Protocol):
+    """An item ``reorder_by_seq`` can order: its stream, its number, whether it is the last."""
+
+    @property
+    def stream_id(self) -> str: ...
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def is_last(self) -> bool: ...
+
+
+T = TypeVar("T", bound=Sequenced)
+
+
 @dataclass(slots=True)
-class _Order:
+class _Order(Generic[T]):
     next_seq: int = 0
-    waiting: dict[int, Any] = field(default_factory=dict)
+    waiting: dict[int, T] = field(default_factory=dict)
     last_seq: int | None = None
+    released_last: bool = False
 
 
-class _Reorderer:
-    def __init__(
-        self, emit: Callable[[Any], None], complete: Callable[[], None], max_buffered: int
-    ) -> None:
-        self._emit = emit
-        self._complete = complete
+def _is_last(item: Sequenced) -> bool:
+    return bool(item.is_last)
+
+
+class _Reorderer(Generic[T]):
+    def __init__(self, max_buffered: int) -> None:
         self._max = max_buffered
-        self._orders: dict[str, _Order] = {}
-        self._dropping: set[str] = set()  # failed streams whose items are dropped up to the last
 
-    def on_next(self, item: Any) -> None:
-        if isinstance(item, StreamFailure):
-            self._orders.pop(item.stream_id, None)
-            self._dropping.discard(item.stream_id)
-            self._emit(item)
-            return
-        sid = item.stream_id
-        if sid in self._dropping:
-            if item.is_last:
-                self._dropping.discard(sid)
-            return
-        order = self._orders.setdefault(sid, _Order())
-        seq = item.seq
+    def step(self, order: _Order[T], item: T) -> Iterator[T]:
+        sid, seq = item.stream_id, item.seq
         if item.is_last:
             order.last_seq = seq
         if seq < order.next_seq or seq in order.waiting:
-            self._fail(sid, order, f"slice {seq} arrived twice", seq)
-            return
+            raise SliceOrderError(f"stream {sid!r}: slice {seq} arrived twice", sid, seq)
         if seq != order.next_seq:
             order.waiting[seq] = item
             if len(order.waiting) > self._max:
-                self._fail(
+                raise SliceOrderError(
+                    f"stream {sid!r}: slice {order.next_seq} is missing while "
+                    f"{len(order.waiting)} later slices wait (max_buffered={self._max})",
                     sid,
-                    order,
-                    f"slice {order.next_seq} is missing while {len(order.waiting)} later "
-                    f"slices wait (max_buffered={self._max})",
                     order.next_seq,
                 )
             return
-        self._release(sid, order, item)
-
-    def _release(self, sid: str, order: _Order, item: Any) -> None:
-        while True:
-            self._emit(item)
+        nxt: T | None = item
+        while nxt is not None:
+            yield nxt
             order.next_seq += 1
-            if item.is_last:
-                del self._orders[sid]
+            if nxt.is_last:
+                order.released_last = True
                 return
             nxt = order.waiting.pop(order.next_seq, None)
-            if nxt is None:
-                return
-            item = nxt
 
-    def _fail(self, sid: str, order: _Order, reason: str, seq: int) -> None:
-        del self._orders[sid]
-        if order.last_seq is None:
-            self._dropping.add(sid)
-        error = SliceOrderError(f"stream {sid!r}: {reason}", sid, seq)
-        self._emit(StreamFailure(sid, error))
-
-    def on_completed(self) -> None:
-        for sid, order in list(self._orders.items()):
-            if order.waiting:
-                self._fail(
-                    sid,
-                    order,
-                    f"slice {order.next_seq} never arrived before the end",
-                    order.next_seq,
-                )
-        self._orders.clear()
-        self._complete()
-
-    def dispose(self) -> None:
-        self._orders.clear()
+    @staticmethod
+    def finish(order: _Order[T]) -> Iterator[T]:
+        """The source completed: a stream with items still waiting has a gap."""
+        if order.waiting:
+            sid = next(iter(order.waiting.values())).stream_id
+            raise SliceOrderError(
+                f"stream {sid!r}: slice {order.next_seq} never arrived before the end",
+                sid,
+                order.next_seq,
+            )
+        yield from ()
 
 
-def reorder_by_seq(max_buffered: int = DEFAULT_MAX_BUFFERED) -> Operator[Any, Any]:
+def reorder_by_seq(
+    max_buffered: int = DEFAULT_MAX_BUFFERED,
+) -> Operator[T | StreamFailure, T | StreamFailure]:
     """Emit each stream's items in ``seq`` order, holding at most ``max_buffered`` per stream."""
     if isinstance(max_buffered, bool) or not isinstance(max_buffered, int) or max_buffered < 1:
         raise ConfigError(f"max_buffered must be an int >= 1, got {max_buffered!r}")
-    return operator_from(lambda emit, complete: _Reorderer(emit, complete, max_buffered))
+    reorderer: _Reorderer[T] = _Reorderer(max_buffered)
+
+    def new_order(item: T) -> _Order[T]:
+        return _Order()
+
+    return per_stream(
+        reorderer.step,
+        state=new_order,
+        finish=reorderer.finish,
+        is_last=_is_last,
+        done=lambda order: order.released_last,
+        name="reorder_by_seq",
+    )

@@ -17,22 +17,21 @@ Audio at rates other than 8/16 kHz is resampled to 16 kHz here (soxr, streaming)
 and marks the stream's last slice (``is_last``; it may hold no frames).
 A stream whose sample rate changes mid-stream fails with a
 :class:`~prevad_rx.StreamFailedError`; its further chunks are ignored until
-its ``end_of_stream`` chunk.
+its ``end_of_stream`` chunk. Built with :func:`~prevad_rx.operators.per_stream`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from prevad_rx._audio import StreamResampler, model_sample_rate
 from prevad_rx._errors import ConfigError, StreamFailedError
 from prevad_rx._types import AudioChunk, AudioSlice, StreamFailure, frame_geometry
-from prevad_rx.operators._plumbing import Operator, operator_from
+from prevad_rx.operators._builder import Operator, per_stream
 
 __all__ = ["DEFAULT_FRAMES_PER_SLICE", "window_slices"]
 
@@ -42,6 +41,7 @@ DEFAULT_FRAMES_PER_SLICE = 32
 
 @dataclass(slots=True)
 class _Window:
+    stream_id: str
     source_rate: int
     rate: int
     frame: int
@@ -54,82 +54,51 @@ class _Window:
     samples: int = 0  # valid samples at the processing rate
 
 
+def _open(chunk: AudioChunk) -> _Window:
+    source_rate = chunk.sample_rate
+    rate = model_sample_rate(source_rate)
+    frame, context = frame_geometry(rate)
+    return _Window(
+        stream_id=chunk.stream_id,
+        source_rate=source_rate,
+        rate=rate,
+        frame=frame,
+        context_size=context,
+        resampler=StreamResampler(source_rate, rate) if rate != source_rate else None,
+        context=np.zeros(context, np.float32),
+        pending=np.zeros(0, np.float32),
+    )
+
+
 class _Slicer:
-    def __init__(
-        self, emit: Callable[[Any], None], complete: Callable[[], None], frames_per_slice: int
-    ) -> None:
-        self._emit = emit
-        self._complete = complete
+    def __init__(self, frames_per_slice: int) -> None:
         self._max_frames = frames_per_slice
-        self._windows: dict[str, _Window] = {}
-        self._failed: set[str] = set()
 
-    def on_next(self, item: AudioChunk | StreamFailure) -> None:
-        if isinstance(item, StreamFailure):
-            self._windows.pop(item.stream_id, None)
-            self._emit(item)
-            return
-        if not isinstance(item, AudioChunk):
-            raise TypeError(f"window_slices expects AudioChunk items, got {type(item).__name__}")
-        sid = item.stream_id
-        if sid in self._failed:
-            if item.end_of_stream:
-                self._failed.discard(sid)
-            return
-        window = self._windows.get(sid)
-        if window is None:
-            window = self._windows[sid] = self._open(item.sample_rate)
-        elif window.source_rate != item.sample_rate:
-            del self._windows[sid]
-            if not item.end_of_stream:
-                self._failed.add(sid)
-            self._emit(
-                StreamFailure(
-                    sid,
-                    StreamFailedError(
-                        f"stream {sid!r} changed sample rate from {window.source_rate} "
-                        f"to {item.sample_rate} Hz mid-stream",
-                        sid,
-                    ),
-                )
+    def step(self, window: _Window, chunk: AudioChunk) -> Iterator[AudioSlice]:
+        sid = chunk.stream_id
+        if window.source_rate != chunk.sample_rate:
+            raise StreamFailedError(
+                f"stream {sid!r} changed sample rate from {window.source_rate} "
+                f"to {chunk.sample_rate} Hz mid-stream",
+                sid,
             )
-            return
-        samples = item.samples
+        samples = chunk.samples
         if window.resampler is not None:
-            samples = window.resampler.process(samples, last=item.end_of_stream)
-        self._cut(sid, window, samples, item.end_of_stream)
-        if item.end_of_stream:
-            del self._windows[sid]
+            samples = window.resampler.process(samples, last=chunk.end_of_stream)
+        yield from self._cut(sid, window, samples, chunk.end_of_stream)
 
-    def on_completed(self) -> None:
-        for sid, window in list(self._windows.items()):
-            tail = (
-                window.resampler.process(np.zeros(0, np.float32), last=True)
-                if window.resampler is not None
-                else np.zeros(0, np.float32)
-            )
-            self._cut(sid, window, tail, True)
-        self._windows.clear()
-        self._complete()
-
-    def dispose(self) -> None:
-        self._windows.clear()
-
-    @staticmethod
-    def _open(source_rate: int) -> _Window:
-        rate = model_sample_rate(source_rate)
-        frame, context = frame_geometry(rate)
-        return _Window(
-            source_rate=source_rate,
-            rate=rate,
-            frame=frame,
-            context_size=context,
-            resampler=StreamResampler(source_rate, rate) if rate != source_rate else None,
-            context=np.zeros(context, np.float32),
-            pending=np.zeros(0, np.float32),
+    def finish(self, window: _Window) -> Iterator[AudioSlice]:
+        """The source completed with the stream still open: end it."""
+        tail = (
+            window.resampler.process(np.zeros(0, np.float32), last=True)
+            if window.resampler is not None
+            else np.zeros(0, np.float32)
         )
+        yield from self._cut(window.stream_id, window, tail, True)
 
-    def _cut(self, sid: str, window: _Window, samples: np.ndarray, last: bool) -> None:
+    def _cut(
+        self, sid: str, window: _Window, samples: np.ndarray, last: bool
+    ) -> Iterator[AudioSlice]:
         data = np.concatenate((window.pending, samples)) if window.pending.size else samples
         frame = window.frame
         valid = data.size
@@ -138,7 +107,7 @@ class _Slicer:
         if not last:
             window.pending = data[full * frame :].copy()
         elif total == 0:
-            self._emit_slice(sid, window, data, 0, 0, 0, True)
+            yield _slice(sid, window, data, 0, 0, 0, True)
             return
         if total == 0:
             return
@@ -147,42 +116,41 @@ class _Slicer:
         first = 0
         for index in range(count):
             n = base + (index < extra)
-            self._emit_slice(sid, window, data, first, n, valid, last and index == count - 1)
+            yield _slice(sid, window, data, first, n, valid, last and index == count - 1)
             first += n
 
-    def _emit_slice(
-        self,
-        sid: str,
-        window: _Window,
-        data: np.ndarray,
-        first_frame: int,
-        num_frames: int,
-        valid: int,
-        is_last: bool,
-    ) -> None:
-        frame, context = window.frame, window.context_size
-        start = first_frame * frame
-        stop = min(start + num_frames * frame, valid)
-        buffer = np.zeros(context + num_frames * frame, np.float32)
-        buffer[:context] = window.context
-        buffer[context : context + stop - start] = data[start:stop]
-        if num_frames:
-            window.context = buffer[-context:].copy()
-        window.samples += max(0, stop - start)
-        self._emit(
-            AudioSlice(
-                stream_id=sid,
-                seq=window.seq,
-                start_frame=window.frames,
-                num_frames=num_frames,
-                buffer=buffer,
-                sample_rate=window.rate,
-                end_sample=window.samples,
-                is_last=is_last,
-            )
-        )
-        window.seq += 1
-        window.frames += num_frames
+
+def _slice(
+    sid: str,
+    window: _Window,
+    data: np.ndarray,
+    first_frame: int,
+    num_frames: int,
+    valid: int,
+    is_last: bool,
+) -> AudioSlice:
+    frame, context = window.frame, window.context_size
+    start = first_frame * frame
+    stop = min(start + num_frames * frame, valid)
+    buffer = np.zeros(context + num_frames * frame, np.float32)
+    buffer[:context] = window.context
+    buffer[context : context + stop - start] = data[start:stop]
+    if num_frames:
+        window.context = buffer[-context:].copy()
+    window.samples += max(0, stop - start)
+    item = AudioSlice(
+        stream_id=sid,
+        seq=window.seq,
+        start_frame=window.frames,
+        num_frames=num_frames,
+        buffer=buffer,
+        sample_rate=window.rate,
+        end_sample=window.samples,
+        is_last=is_last,
+    )
+    window.seq += 1
+    window.frames += num_frames
+    return item
 
 
 def window_slices(
@@ -197,4 +165,11 @@ def window_slices(
         raise ConfigError(f"frames_per_slice must be an int, got {frames_per_slice!r}")
     if frames_per_slice < 1:
         raise ConfigError(f"frames_per_slice must be >= 1, got {frames_per_slice}")
-    return operator_from(lambda emit, complete: _Slicer(emit, complete, frames_per_slice))
+    slicer = _Slicer(frames_per_slice)
+    return per_stream(
+        slicer.step,
+        state=_open,
+        finish=slicer.finish,
+        accepts=AudioChunk,
+        name="window_slices",
+    )

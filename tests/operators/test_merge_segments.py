@@ -93,5 +93,8 @@ def test_config_validation() -> None:
     with pytest.raises(pv.ConfigError):
         merge_segments(0.5)  # type: ignore[arg-type]
     items = probability_items("a", np.zeros(3, np.float32), 1536, 16000, [3])
-    with pytest.raises(pv.ConfigError, match="not a VADConfig"):
-        collect(items, merge_segments(lambda sid: None))  # type: ignore[arg-type,return-value]
+    out = collect(items, merge_segments(lambda sid: None))  # type: ignore[arg-type,return-value]
+    assert [type(item) for item in out] == [pv.StreamFailure]  # that stream only, once
+    assert isinstance(out[0].error, pv.OperatorError)
+    assert isinstance(out[0].error.__cause__, pv.ConfigError)
+    assert "not a VADConfig" in str(out[0].error)
