@@ -26,6 +26,7 @@ BackendFactory = Callable[..., Backend]
 
 _BUILTIN: dict[str, str] = {
     "onnx": "prevad_rx.backends._onnx:OnnxBackend",
+    "torch": "prevad_rx.backends._torch:TorchBackend",
     "vllm": "prevad_rx.backends._vllm:VllmBackend",
     "vllm-api": "prevad_rx.backends._vllm_api:VllmApiBackend",
 }

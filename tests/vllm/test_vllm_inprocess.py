@@ -20,7 +20,7 @@ pytest.importorskip("vllm")
 
 
 def test_torch_model_matches_onnx(fixtures16k: tuple[GoldenFixture, ...]) -> None:
-    from prevad_rx.backends.vllm_plugin._torch_model import build
+    from prevad_rx.backends._torch_model import build
 
     torch.set_num_threads(1)
     model = build()

@@ -1,10 +1,12 @@
-"""Silero VAD v6.2 (16 kHz) in torch: the network the vLLM plugin serves.
+"""Silero VAD v6.2 (16 kHz) in torch: the network of the ``torch`` backend and the vLLM plugin.
 
 The same arithmetic as the ONNX graph -- STFT as a strided convolution, four
 convolutions, an LSTM in ONNX gate order (input, output, forget, cell) and the
-output head -- loaded from the package's ``silero_vad_16k_weights.npz``. It runs
-a batch of streams, each a run of frames with its own state; runs may differ in
-length. Matches onnxruntime within 1e-5 (tests/vllm).
+output head -- loaded from the package's ``silero_vad_16k_weights.npz``. The two
+halves are separate: :meth:`SileroVAD16k.encode` (frames independent) and
+:meth:`SileroVAD16k.decode` (a padded batch of streams, each with its own state
+and number of steps). Both take fixed shapes, so a CUDA graph can be captured
+per shape. Matches onnxruntime within 1e-5 in fp32 (tests/torch).
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SileroVAD16k", "load_weights"]
+__all__ = ["FEATURE_DIM", "WINDOW", "SileroVAD16k", "build", "load_weights"]
+
+#: Samples per model input row at 16 kHz (64 context + 512 frame) and features per frame.
+WINDOW = 576
+FEATURE_DIM = 128
 
 
-def load_weights(path: str | None = None) -> dict[str, torch.Tensor]:
+def load_weights(path: str | None = None, *, verify: bool = True) -> dict[str, torch.Tensor]:
     """The shipped weights (checked against their sha256 pin) as torch tensors."""
     from prevad_rx.backends._models import model_path
 
-    with np.load(path or model_path("weights")) as data:
+    with np.load(path or model_path("weights", verify=verify)) as data:
         return {name: torch.from_numpy(data[name].copy()) for name in data.files}
 
 
@@ -63,44 +69,57 @@ class SileroVAD16k(nn.Module):
             x = F.relu(F.conv1d(x, conv.weight, conv.bias, stride=stride, padding=1))
         return x[:, :, 0]
 
+    def decode(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features [T, B, 128] from states h, c [B, 128] -> probabilities [T, B], h, c.
+
+        Stream ``b`` advances ``lengths[b]`` steps; its later steps (padding) leave
+        its state as it is and give probabilities to be ignored.
+        """
+        steps = x.shape[0]
+        gates_x = x @ self.w_ih.T + self.bias  # [T, B, 512]
+        outputs = []
+        for t in range(steps):
+            gates = gates_x[t] + h @ self.w_hh.T
+            i, o, f, g = gates.chunk(4, dim=1)  # ONNX order: input, output, forget, cell
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            live = (lengths > t).unsqueeze(1)
+            h = torch.where(live, h_new, h)
+            c = torch.where(live, c_new, c)
+            outputs.append(h_new)
+        hidden = torch.stack(outputs) if outputs else x.new_zeros(0, x.shape[1], FEATURE_DIM)
+        probs = torch.sigmoid(self.head(F.relu(hidden))).squeeze(-1)  # [T, B]
+        return probs, h, c
+
     def forward(
         self, runs: Sequence[torch.Tensor], states: Sequence[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Each run [n_i, 576] from its state [2, 128] -> probabilities [n_i], state."""
         lengths = [int(r.shape[0]) for r in runs]
         batch = len(runs)
-        features = self.encode(torch.cat(list(runs))) if sum(lengths) else None
         steps = max(lengths, default=0)
-        x = torch.zeros(steps, batch, 128, dtype=torch.float32)
-        offset = 0
-        for b, n in enumerate(lengths):
-            if n:
-                assert features is not None
+        device = self.w_ih.device
+        x = torch.zeros(steps, batch, FEATURE_DIM, dtype=torch.float32, device=device)
+        if sum(lengths):
+            features = self.encode(torch.cat([r.to(device) for r in runs]))
+            offset = 0
+            for b, n in enumerate(lengths):
                 x[:n, b] = features[offset : offset + n]
-            offset += n
-        gates_x = x @ self.w_ih.T + self.bias  # [T, B, 512]
-        state = torch.stack(list(states))  # [B, 2, 128]
-        h, c = state[:, 0].clone(), state[:, 1].clone()
-        active = torch.tensor(lengths)
-        outputs = torch.zeros(steps, batch, 128)
-        for t in range(steps):
-            gates = gates_x[t] + h @ self.w_hh.T
-            i, o, f, g = gates.chunk(4, dim=1)  # ONNX order: input, output, forget, cell
-            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_new = torch.sigmoid(o) * torch.tanh(c_new)
-            live = (active > t).unsqueeze(1)
-            h = torch.where(live, h_new, h)
-            c = torch.where(live, c_new, c)
-            outputs[t] = h_new
-        probs = torch.sigmoid(self.head(F.relu(outputs))).squeeze(-1)  # [T, B]
+                offset += n
+        state = torch.stack([s.to(device) for s in states])  # [B, 2, 128]
+        active = torch.tensor(lengths, device=device)
+        probs, h, c = self.decode(x, state[:, 0], state[:, 1], active)
         return (
             [probs[:n, b] for b, n in enumerate(lengths)],
             [torch.stack((h[b], c[b])) for b in range(batch)],
         )
 
 
-def build(weights_path: str | None = None) -> SileroVAD16k:
+def build(weights_path: str | None = None, *, verify: bool = True) -> SileroVAD16k:
+    """The model with the shipped weights, in eval mode, on the CPU."""
     model = SileroVAD16k()
-    model.load_silero(load_weights(weights_path))
+    model.load_silero(load_weights(weights_path, verify=verify))
     model.eval()
     return model
