@@ -23,7 +23,7 @@ Quick start::
 
 from prevad_rx import backends, operators
 from prevad_rx._audio import NATIVE_SAMPLE_RATES, AudioInput
-from prevad_rx._config import VADConfig
+from prevad_rx._config import MAX_DURATION_S, VADConfig
 from prevad_rx._engine import EngineStatistics, VADEngine
 from prevad_rx._errors import (
     AudioFormatError,
@@ -68,6 +68,7 @@ from prevad_rx.backends import Backend, available_backends, create_backend, regi
 from prevad_rx.operators import run_pipeline
 
 __all__ = [
+    "MAX_DURATION_S",
     "NATIVE_SAMPLE_RATES",
     "AsyncParallelVAD",
     "AudioChunk",

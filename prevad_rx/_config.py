@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from prevad_rx._errors import ConfigError
 
-__all__ = ["VADConfig"]
+__all__ = ["MAX_DURATION_S", "VADConfig"]
+
+#: The longest duration a setting may ask for (10**9 s, about 31.7 years): stream
+#: positions are counted in samples, and longer settings would overflow that arithmetic.
+MAX_DURATION_S = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,10 @@ class VADConfig:
         min_silence_at_max_speech: ms of silence that counts as a split point.
         use_max_poss_sil_at_max_speech: split at the longest such silence
             (True) or at the last one (False).
+
+    Durations are checked to be finite (``max_speech_duration_s`` may be
+    ``inf``) and at most :data:`MAX_DURATION_S`; anything else is a
+    :class:`~prevad_rx.ConfigError`.
     """
 
     threshold: float = 0.5
@@ -63,9 +71,20 @@ class VADConfig:
             value = number(name, getattr(self, name))
             if not 0.0 <= value < math.inf:
                 raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
-        if not number("max_speech_duration_s", self.max_speech_duration_s) > 0.0:
+            if value > MAX_DURATION_S * 1000:
+                raise ConfigError(
+                    f"{name} must be at most {MAX_DURATION_S * 1000:g} ms "
+                    f"(MAX_DURATION_S), got {value!r}"
+                )
+        longest = number("max_speech_duration_s", self.max_speech_duration_s)
+        if not longest > 0.0:
             raise ConfigError(
                 f"max_speech_duration_s must be > 0, got {self.max_speech_duration_s!r}"
+            )
+        if MAX_DURATION_S < longest < math.inf:
+            raise ConfigError(
+                f"max_speech_duration_s must be at most {MAX_DURATION_S:g} s "
+                f"(MAX_DURATION_S) or inf, got {longest!r}"
             )
         if not isinstance(self.use_max_poss_sil_at_max_speech, bool):
             raise ConfigError("use_max_poss_sil_at_max_speech must be a bool")

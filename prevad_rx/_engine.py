@@ -280,14 +280,19 @@ class VADEngine:
             reorder_by_seq(),
             ops.share(),
         )
-        events = _apply(
+        detected = _apply(
             results,
             merge_segments(self._config_for, keep_audio=self._keep_audio_for),
             emit_events(),
-            *event_operators,
+            ops.share(),
         )
-        # Subscription order matters: per result, events are scheduled on the
-        # loop before the progress update that releases flush()/close().
+        events = _apply(detected, *event_operators)
+        # Subscription order matters: per result, segments and events are scheduled on
+        # the loop before the progress update that releases flush()/close(). Segments
+        # are taken before the event operators, which shape only what is delivered.
+        self._subscriptions.append(
+            detected.subscribe(self._segment_from_worker, self._chain_failed_from_worker)
+        )
         self._subscriptions.append(
             events.subscribe(self._event_from_worker, self._chain_failed_from_worker)
         )
@@ -498,6 +503,10 @@ class VADEngine:
         if stream is not None and isinstance(item, AudioSlice):
             stream._on_slice(item)
 
+    def _segment_from_worker(self, event: SpeechEvent) -> None:
+        if event.segment is not None:
+            self._call_on_loop(self._segment_on_loop, event)
+
     def _event_from_worker(self, event: SpeechEvent | StreamFailure) -> None:
         if isinstance(event, StreamFailure):  # an event operator failed on the stream
             self._call_on_loop(self._event_failure_on_loop, event)
@@ -541,6 +550,11 @@ class VADEngine:
                 log.exception("delivering %r failed", arg)
 
     # --------------------------------------------------------------- on the loop
+
+    def _segment_on_loop(self, event: SpeechEvent) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None and event.stream_id not in self._stale and event.segment is not None:
+            stream._on_segment(event.segment)
 
     def _event_on_loop(self, event: SpeechEvent) -> None:
         if event.stream_id in self._stale:

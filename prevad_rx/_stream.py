@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -14,7 +14,7 @@ from reactivex import Observable, abc
 from prevad_rx._audio import AudioInput, model_sample_rate
 from prevad_rx._config import VADConfig
 from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
-from prevad_rx._fanout import EventFanout
+from prevad_rx._fanout import EventFanout, EventIterator
 from prevad_rx._loop import require_loop
 from prevad_rx._types import (
     AudioChunk,
@@ -294,13 +294,14 @@ class VADStream:
         """This stream's events as a hot reactivex observable (delivered on the loop)."""
         return self._fanout.observable
 
-    def events(self) -> AsyncIterator[SpeechEvent]:
+    def events(self) -> EventIterator:
         """Iterate over start/end events from now until the stream ends.
 
         Registers at call time, so call it before pushing the audio whose events
         you want. Raises the stream's :class:`~prevad_rx.StreamFailedError` if it
         fails. While an iterator holds ``max_buffered_events`` unread events,
-        ``push()`` waits.
+        ``push()`` waits; cancelling its consumer (at any point, also before it
+        started) or ``aclose()`` unregisters it.
         """
         require_loop(self._done.get_loop(), "VADStream.events()")
         return self._fanout.events()
@@ -311,11 +312,14 @@ class VADStream:
         self._slices_submitted += 1
         self._frames_submitted += item.num_frames
 
+    def _on_segment(self, segment: Segment) -> None:
+        """A finished segment, whatever the event operators let through."""
+        if self._state not in ("closed", "failed"):
+            self._segments.append(segment)
+
     def _on_event(self, event: SpeechEvent) -> None:
         if self._state in ("closed", "failed") or event.kind == "error":
             return  # failures arrive through _on_progress, in order with the frames
-        if event.kind == "end" and event.segment is not None:
-            self._segments.append(event.segment)
         self._fanout.publish(event)
 
     def _on_frames(self, item: FrameProbabilities) -> None:

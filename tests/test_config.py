@@ -41,6 +41,12 @@ def test_neg_threshold_default_has_a_floor() -> None:
         {"speech_pad_ms": None},
         {"max_speech_duration_s": 0},
         {"use_max_poss_sil_at_max_speech": 1},
+        # beyond what a stream's sample arithmetic can hold
+        {"speech_pad_ms": 1e308},
+        {"min_silence_duration_ms": 1e300},
+        {"min_speech_duration_ms": pv.MAX_DURATION_S * 1000 * 2},
+        {"min_silence_at_max_speech": 1e200},
+        {"max_speech_duration_s": 1e308},
     ],
 )
 def test_bad_values_raise_config_error(kwargs: dict[str, object]) -> None:
@@ -53,3 +59,19 @@ def test_config_is_immutable_and_hashable() -> None:
     with pytest.raises(AttributeError):
         config.threshold = 0.3  # type: ignore[misc]
     assert hash(config) == hash(pv.VADConfig())
+
+
+def test_the_longest_allowed_durations_still_segment() -> None:
+    """At MAX_DURATION_S every setting still gives a result (no overflow inside)."""
+    import numpy as np
+
+    longest = pv.MAX_DURATION_S
+    probs = np.array([0.0] * 10 + [0.9] * 40 + [0.0] * 10, np.float32)
+    padded = pv.VADConfig(speech_pad_ms=longest * 1000, min_silence_at_max_speech=longest * 1000)
+    segments = pv.segments_from_probabilities(probs, config=padded)
+    assert [(s.start_sample, s.end_sample) for s in segments] == [(0, probs.size * 512)]
+    patient = pv.VADConfig(min_silence_duration_ms=longest * 1000, max_speech_duration_s=longest)
+    segments = pv.segments_from_probabilities(probs, config=patient)
+    assert [(s.start_sample, s.end_sample) for s in segments] == [(10 * 512 - 480, probs.size * 512)]
+    with pytest.raises(pv.ConfigError, match="MAX_DURATION_S"):
+        pv.VADConfig(speech_pad_ms=longest * 1000 * 1.5)
