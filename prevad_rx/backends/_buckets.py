@@ -11,7 +11,7 @@ on any machine; the device code only copies these buffers and runs the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -25,7 +25,6 @@ __all__ = [
     "Chunk",
     "PackedRuns",
     "bucket_for",
-    "check_buckets",
     "chunks",
     "pack_runs",
     "power_buckets",
@@ -46,17 +45,6 @@ def power_buckets(largest: int, smallest: int = 1) -> tuple[int, ...]:
         size *= 2
     sizes.append(largest)
     return tuple(sizes)
-
-
-def check_buckets(buckets: Iterable[int], what: str) -> tuple[int, ...]:
-    """Bucket sizes as a sorted tuple of distinct ints >= 1, or a :class:`BackendError`."""
-    try:
-        sizes = tuple(sorted(set(buckets)))
-    except TypeError:
-        raise BackendError(f"{what} must be ints >= 1, got {buckets!r}") from None
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-        raise BackendError(f"{what} must be ints >= 1, got {buckets!r}")
-    return sizes
 
 
 def bucket_for(n: int, buckets: Sequence[int]) -> int:

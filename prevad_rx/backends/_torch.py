@@ -126,10 +126,10 @@ class TorchBackend(Backend):
             raise BackendError(f"device must be a str such as 'cpu' or 'cuda:0', got {device!r}")
         try:
             parsed = torch.device(device)
-        except (RuntimeError, ValueError) as exc:
-            raise BackendError(f"bad device {device!r}: {exc}") from None
-        if parsed.type not in ("cpu", "cuda"):
-            raise BackendError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+        except (RuntimeError, ValueError):
+            parsed = None
+        if parsed is None or parsed.type not in ("cpu", "cuda"):
+            raise BackendError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         if intra_op_threads is not None:
             _positive("intra_op_threads", intra_op_threads)
         self._max_frames = _positive("max_frames", max_frames)

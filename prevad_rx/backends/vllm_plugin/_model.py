@@ -50,8 +50,8 @@ from vllm.multimodal.processing import (
 )
 from vllm.sequence import IntermediateTensors
 
-from prevad_rx.backends.vllm_plugin._protocol import FRAME_WIDTH, OUTPUT_WIDTH
 from prevad_rx.backends._torch_model import SileroVAD16k
+from prevad_rx.backends.vllm_plugin._protocol import FRAME_WIDTH, OUTPUT_WIDTH
 
 __all__ = ["PrevadSileroVAD"]
 
