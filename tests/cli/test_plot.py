@@ -1,0 +1,37 @@
+"""``prevad-rx plot`` of a long file: the probability panel is reduced to the pixels it has."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from tests.cli import run_cli
+from tests.conftest import GoldenFixture
+
+PROBABILITY_COLOUR = "#e76f51"
+COLUMNS = 1200  # the default picture: 12 in at 100 dpi
+
+
+def _probability_line_points(svg: str) -> int:
+    """Vertices of the stroked paths drawn in the probability colour."""
+    points = 0
+    for d, style in re.findall(r'<path d="([^"]*)"[^>]*style="([^"]*)"', svg, re.S):
+        if f"stroke: {PROBABILITY_COLOUR}" in style:
+            points += len(re.findall(r"[ML]", d))
+    return points
+
+
+def test_a_long_file_plots_at_most_two_points_per_pixel_column(
+    tmp_path: Path, speech16k: GoldenFixture
+) -> None:
+    """5 minutes are 9,375 frames for 1,200 columns: drawn one by one they only alias."""
+    sf.write(tmp_path / "long.wav", np.resize(speech16k.audio, 16000 * 300), 16000)
+    proc = run_cli("plot", "long.wav", "-o", "long.svg", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    svg = (tmp_path / "long.svg").read_text()
+    points = _probability_line_points(svg)
+    assert 0 < points <= 2 * COLUMNS + 10  # the line, and its legend entry
+    assert "probability range per pixel" in svg and "mean per pixel" in svg
