@@ -19,6 +19,7 @@ it is tested without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import Counter
@@ -336,6 +337,7 @@ class _Runner:
         max_frames: int,
         max_streams: int,
         max_steps: int,
+        capture: Callable[[Callable[[], Any]], tuple[Callable[[], None], Any]] | None = None,
     ) -> None:
         self.torch = torch
         self.model = model
@@ -343,8 +345,14 @@ class _Runner:
         self.graphs = graphs
         self.static = static
         self.cuda = device.type == "cuda"
-        self._captured: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        # CUDA work (graph capture included) goes to the current device of the calling thread
+        self._on_device: Callable[[], contextlib.AbstractContextManager[Any]] = (
+            (lambda: torch.cuda.device(device)) if self.cuda else contextlib.nullcontext
+        )
+        self._captured: dict[tuple[int, ...], tuple[Callable[[], None], Any]] = {}
         self._pool: Any = None
+        # how a shape becomes a graph: CUDA graph capture, or a stand-in with its contract
+        self._capture = capture or self._capture_cuda_graph
         if static:
             sizes = {
                 "windows": max_frames * _WINDOW,
@@ -380,25 +388,31 @@ class _Runner:
 
     def _run(self, key: tuple[int, ...], fn: Callable[[], Any]) -> Any:
         """``fn()`` on the static inputs: eagerly, or as the replay of its captured graph."""
-        torch = self.torch
         if not self.graphs:
             return fn()
         entry = self._captured.get(key)
         if entry is None:
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                fn()  # warm-up: kernels chosen and workspaces allocated outside the capture
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # one memory pool for all shapes: calls never overlap (one thread, synchronized)
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                outputs = fn()
-            entry = self._captured[key] = (graph, outputs)
-        entry[0].replay()
-        return entry[1]
+            entry = self._captured[key] = self._capture(fn)
+        replay, outputs = entry
+        replay()
+        return outputs
+
+    def _capture_cuda_graph(self, fn: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
+        """Capture ``fn`` as a CUDA graph: its replay, and the outputs each replay refills."""
+        torch = self.torch
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            fn()  # warm-up: kernels chosen and workspaces allocated outside the capture
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # one memory pool for all shapes: calls never overlap (one thread, synchronized), and
+        # each call reads its outputs before the next replay
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            outputs = fn()
+        return graph.replay, outputs
 
     def _sync(self) -> None:
         if self.cuda:
@@ -429,7 +443,7 @@ class _Runner:
         """Features [m, 128] of ``m <= bucket`` windows, run at ``bucket`` frames."""
         torch = self.torch
         m = windows.shape[0]
-        with torch.no_grad():
+        with torch.no_grad(), self._on_device():
             if not self.static:
                 batch = np.ascontiguousarray(windows, np.float32)
                 if not batch.flags.writeable:
@@ -469,7 +483,7 @@ class _Runner:
             c = np.empty((streams, _DIM), np.float32)
             counts = np.empty(streams, np.int64)
         packed = pack_runs(rows, lengths, states, x, h, c, counts)
-        with torch.no_grad():
+        with torch.no_grad(), self._on_device():
             if not self.static:
                 dev = self.device
                 probs, h_out, c_out = self.model.decode(
