@@ -7,6 +7,7 @@ other files' results are still printed (or written), and the exit status is then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -111,6 +112,10 @@ async def _detect_file(
             done += seconds
             advance(seconds)
         result = await stream.close()
+    except UserError:  # the file failed part-way: end its stream now, not with the engine
+        with contextlib.suppress(PrevadError):
+            await stream.close()
+        raise
     except PrevadError as exc:
         raise UserError(f"{info.name}: {exc}") from None
     finally:

@@ -35,3 +35,22 @@ def test_a_long_file_plots_at_most_two_points_per_pixel_column(
     points = _probability_line_points(svg)
     assert 0 < points <= 2 * COLUMNS + 10  # the line, and its legend entry
     assert "probability range per pixel" in svg and "mean per pixel" in svg
+
+
+def test_the_waveform_folded_block_by_block_is_the_whole_file_envelope() -> None:
+    """plot never holds the file: its blocks, of any size, fold into the same min/max bins."""
+    from prevad_rx.cli._plot import _Envelope
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        size, bins = int(rng.integers(1, 5000)), int(rng.integers(1, 300))
+        audio = rng.standard_normal(size).astype(np.float32)
+        folded = _Envelope(size, bins)
+        start = 0
+        while start < size:
+            block = audio[start : start + int(rng.integers(1, 700))]
+            folded.add(start, block)
+            start += block.size
+        starts = folded.edges[:-1]
+        assert np.array_equal(folded.lows, np.minimum.reduceat(audio, starts))
+        assert np.array_equal(folded.highs, np.maximum.reduceat(audio, starts))
