@@ -91,6 +91,8 @@ class TorchBackend(Backend):
             worker pool is the parallelism; None leaves torch's setting alone.
         buckets: pad every call to fixed bucketed shapes (default: on CUDA only).
         cuda_graphs: capture each bucketed shape as a CUDA graph (default: on CUDA).
+        precapture: capture every bucketed shape on ``initialize`` rather than on first use,
+            so no call waits for a capture under load (default: with ``cuda_graphs``).
         max_frames: most frames per encoder call (larger calls run as several).
         max_streams: most streams per decoder call, with ``buckets``.
         max_steps: most decoder steps (frames per stream) per call, with ``buckets``.
@@ -112,6 +114,7 @@ class TorchBackend(Backend):
         intra_op_threads: int | None = 1,
         buckets: bool | None = None,
         cuda_graphs: bool | None = None,
+        precapture: bool | None = None,
         max_frames: int = 4096,
         max_streams: int = 4096,
         max_steps: int = 16,
@@ -143,6 +146,7 @@ class TorchBackend(Backend):
             raise BackendError("cuda_graphs needs a CUDA device")
         if self._graphs and not self._buckets:
             raise BackendError("cuda_graphs needs buckets (a graph replays one shape)")
+        self._precapture = self._graphs if precapture is None else bool(precapture)
         self._torch = torch
         self._device = parsed
         self._threads = intra_op_threads
@@ -199,6 +203,8 @@ class TorchBackend(Backend):
             max_streams=self._max_streams,
             max_steps=self._max_steps,
         )
+        if self._precapture and self._buckets:
+            self._runner.precapture(self._frame_buckets, self._stream_buckets, self._step_buckets)
         if self._device.type == "cuda":
             self._count_on_device()
 
@@ -385,6 +391,21 @@ class _Runner:
         """Forget captured graphs (re-captured on next use), e.g. after a failed call."""
         self._captured = {}
         self._pool = None
+
+    def precapture(
+        self,
+        frame_buckets: Sequence[int],
+        stream_buckets: Sequence[int],
+        step_buckets: Sequence[int],
+    ) -> None:
+        """Run every bucketed shape once (capturing its graph) on zero inputs."""
+        for frames in frame_buckets:
+            self.encode(np.zeros((frames, _WINDOW), np.float32), frames)
+        state = np.zeros((1, 2, _DIM), np.float32)
+        for steps in step_buckets:
+            rows = np.zeros((steps, _DIM), np.float32)
+            for streams in stream_buckets:
+                self.decode(rows, np.array([steps], np.int64), state, (steps, streams))
 
     def _run(self, key: tuple[int, ...], fn: Callable[[], Any]) -> Any:
         """``fn()`` on the static inputs: eagerly, or as the replay of its captured graph."""

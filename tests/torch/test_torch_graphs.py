@@ -122,3 +122,17 @@ def test_reset_drops_the_graphs_and_they_are_captured_again(speech16k: GoldenFix
     assert stand_in.captures == 2 * captured
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a.probabilities, b.probabilities)
+
+
+def test_precapture_captures_every_shape_so_calls_only_replay(speech16k: GoldenFixture) -> None:
+    stand_in = GraphStandIn()
+    backend = with_graphs(stand_in)
+    buckets = (backend._frame_buckets, backend._stream_buckets, backend._step_buckets)
+    assert backend._runner is not None
+    backend._runner.precapture(*buckets)
+    shapes = len(buckets[0]) + len(buckets[1]) * len(buckets[2])
+    assert stand_in.captures == shapes == backend.describe()["graphs_captured"]
+    windows = windows_for(speech16k.audio, 16000)
+    (result,) = backend.process([ModelRequest(windows, backend.initial_state(), 16000)])
+    assert stand_in.captures == shapes
+    np.testing.assert_allclose(result.probabilities, speech16k.probabilities, atol=1e-5, rtol=0)
