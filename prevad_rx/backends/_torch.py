@@ -259,6 +259,11 @@ class TorchBackend(Backend):
         if sample_rate != 16000:
             raise BackendError(f"the torch backend runs at 16000 Hz, not {sample_rate}")
         runner = self._ready()
+        if not (
+            isinstance(windows, np.ndarray) and windows.ndim == 2 and windows.shape[1] == _WINDOW
+        ):
+            shape = getattr(windows, "shape", type(windows).__name__)
+            raise BackendError(f"windows must be an array [n, {_WINDOW}], got {shape}")
         n = windows.shape[0]
         out = np.empty((n, _DIM), np.float32)
         buckets = self._frame_buckets if self._buckets else (self._max_frames,)
@@ -296,9 +301,19 @@ class TorchBackend(Backend):
         active = np.flatnonzero(lengths)
         if active.size == 0:
             return results
-        rows = np.concatenate([features[i] for i in active.tolist()]).astype(np.float32, copy=False)
+        try:
+            rows = np.concatenate([features[i] for i in active.tolist()]).astype(np.float32)
+            state = np.stack([states[i] for i in active.tolist()]).astype(np.float32)
+        except ValueError as exc:
+            raise BackendError(
+                f"features [n, {_DIM}] and states [2, {_DIM}] expected: {exc}"
+            ) from exc
+        if rows.ndim != 2 or rows.shape[1] != _DIM or state.shape[1:] != (2, _DIM):
+            raise BackendError(
+                f"features [n, {_DIM}] and states [2, {_DIM}] expected, got rows of shape "
+                f"{rows.shape[1:]} and states of shape {state.shape[1:]}"
+            )
         offsets = np.cumsum(lengths[active]) - lengths[active]  # of each active run in ``rows``
-        state = np.stack([states[i] for i in active.tolist()]).astype(np.float32)  # [n, 2, 128]
         run_lengths = lengths[active]
         probs = np.empty(rows.shape[0], np.float32)  # laid out like ``rows``
         max_steps = self._max_steps if self._buckets else None

@@ -150,6 +150,25 @@ def test_wrong_rate_is_a_backend_error(backend: pv.Backend) -> None:
         )
 
 
+def test_malformed_inputs_are_backend_errors(backend: pv.Backend) -> None:
+    state = backend.initial_state()
+    with pytest.raises(pv.BackendError, match="576"):
+        backend.encode(np.zeros((3, 575), np.float32), 16000)
+    with pytest.raises(pv.BackendError, match="576"):
+        backend.encode(np.zeros(576, np.float32), 16000)
+    with pytest.raises(pv.BackendError, match="features"):
+        backend.decode([DecodeRequest(np.zeros((3, 64), np.float32), state, 16000)])
+    with pytest.raises(pv.BackendError, match="states"):
+        backend.decode([DecodeRequest(np.zeros((3, 128), np.float32), state.reshape(-1), 16000)])
+    with pytest.raises(pv.BackendError, match="states"):
+        backend.decode(
+            [
+                DecodeRequest(np.zeros((3, 128), np.float32), state, 16000),
+                DecodeRequest(np.zeros((2, 128), np.float32), state[:1], 16000),
+            ]
+        )
+
+
 def test_use_before_initialize_is_a_backend_error() -> None:
     with pytest.raises(pv.BackendError, match="initialize"):
         pv.create_backend("torch").encode(np.zeros((1, 576), np.float32), 16000)
