@@ -105,9 +105,11 @@ async def _detect_file(
     info = job.info
     stream = engine.open_stream(job.stream_id, sample_rate=info.sample_rate)
     done = 0.0
+    frames = 0
     try:
         for block in read_blocks(info, FILE_CHUNK_SECONDS):
             await stream.push(block)
+            frames += block.size
             seconds = block.size / info.sample_rate
             done += seconds
             advance(seconds)
@@ -121,7 +123,7 @@ async def _detect_file(
     finally:
         advance(info.duration - done)  # a failed file's share of the bar is finished too
     segments = [at_rate(s.to_dict(), result.sample_rate, info.sample_rate) for s in result.segments]
-    return FileResult(info.name, info.sample_rate, info.duration, segments)
+    return FileResult(info.name, info.sample_rate, frames / info.sample_rate, segments)
 
 
 def _report(text: str, progress: _Progress | None = None) -> None:

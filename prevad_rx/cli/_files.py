@@ -123,7 +123,9 @@ def check_readable(path: Path) -> AudioFileInfo:
         rate = validate_sample_rate(int(info.samplerate))
     except AudioFormatError as exc:
         raise UserError(f"{name}: {exc}") from None
-    frames = max(0, int(info.frames))
+    frames = int(info.frames)
+    if not 0 <= frames < 2**62:  # libsndfile's "length unknown" (a FLAC without a count)
+        frames = 0
     try:
         shortfall = _wav_shortfall(path)
     except OSError as exc:
