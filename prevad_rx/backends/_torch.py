@@ -59,20 +59,23 @@ def disable_tf32(torch: Any) -> bool:
     """Make torch compute fp32 matmuls and convolutions in IEEE fp32 (no TF32), process-wide.
 
     TF32 moves Silero's probabilities by up to ~2e-3; exactness needs it off.
-    Returns whether every flag reads back as off.
+    Returns whether the CUDA and cuDNN flags read back as off.
     """
-    cuda_matmul = torch.backends.cuda.matmul
-    if hasattr(cuda_matmul, "fp32_precision"):  # the flags of torch >= 2.9
-        flags = [cuda_matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
-        mkldnn = getattr(torch.backends, "mkldnn", None)
-        if mkldnn is not None and hasattr(getattr(mkldnn, "matmul", None), "fp32_precision"):
-            flags += [mkldnn.matmul, mkldnn.conv]
-        for flag in flags:
+    backends = torch.backends
+    if hasattr(backends.cuda.matmul, "fp32_precision"):  # the flags of torch >= 2.9
+        required = [backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn]
+        for flag in required:
             flag.fp32_precision = "ieee"
-        return all(flag.fp32_precision == "ieee" for flag in flags)
-    cuda_matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    return not cuda_matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        mkldnn = getattr(backends, "mkldnn", None)
+        for name in ("matmul", "conv"):  # the CPU's oneDNN kernels, where torch has the flag
+            flag = getattr(mkldnn, name, None)
+            if flag is not None and hasattr(flag, "fp32_precision"):
+                with contextlib.suppress(RuntimeError, ValueError):
+                    flag.fp32_precision = "ieee"
+        return all(flag.fp32_precision == "ieee" for flag in required)
+    backends.cuda.matmul.allow_tf32 = False
+    backends.cudnn.allow_tf32 = False
+    return not backends.cuda.matmul.allow_tf32 and not backends.cudnn.allow_tf32
 
 
 def _positive(name: str, value: object) -> int:
