@@ -98,34 +98,55 @@ def make_spy(**options: Any) -> pv.Backend:
 
 #: Sample values that make :class:`FaultyBackend` misbehave on the frames holding them.
 RAISE, HANG, NAN, WRONG_SHAPE, SLOW = 7.0, 8.0, 9.0, 10.0, 11.0
+OUT_OF_RANGE, STATE_SHAPE, STATE_DTYPE, EXIT = 12.0, 13.0, 14.0, 15.0
+_MARKERS = (RAISE, HANG, NAN, WRONG_SHAPE, SLOW, OUT_OF_RANGE, STATE_SHAPE, STATE_DTYPE, EXIT)
 
 
 class FaultyBackend(OnnxBackend):
     """Runs every call through ``process`` (no encode split) and misbehaves on frames
-    that hold a marker value: raise, hang until released, return NaN, return the wrong
-    number of probabilities, or sleep."""
+    that hold a marker value: raise (``RAISE``; ``EXIT`` raises ``exit_with``, by default
+    ``SystemExit``), hang until released, sleep, or return NaN, too few probabilities,
+    probabilities above 1, or a state of the wrong shape or dtype. ``resets`` records the
+    thread of each ``reset()``; with ``reset_fails`` it raises."""
 
     name = "faulty"
 
     def __init__(
-        self, release: threading.Event | None = None, slow_s: float = 0.05, **options: Any
+        self,
+        release: threading.Event | None = None,
+        slow_s: float = 0.05,
+        exit_with: type[BaseException] = SystemExit,
+        resets: list[str] | None = None,
+        reset_fails: bool = False,
+        **options: Any,
     ) -> None:
         super().__init__(**options)
         self.release = release or threading.Event()
         self.slow_s = slow_s
+        self.exit_with = exit_with
+        self.resets = resets
+        self.reset_fails = reset_fails
 
     def can_encode(self, sample_rate: int) -> bool:
         return False
+
+    def reset(self) -> None:
+        if self.resets is not None:
+            self.resets.append(threading.current_thread().name)
+        if self.reset_fails:
+            raise RuntimeError("injected reset fault")
 
     def process(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
         marked = {
             marker
             for request in requests
-            for marker in (RAISE, HANG, NAN, WRONG_SHAPE, SLOW)
+            for marker in _MARKERS
             if np.any(request.windows == marker)
         }
         if RAISE in marked:
             raise RuntimeError("injected fault")
+        if EXIT in marked:
+            raise self.exit_with("injected exit")
         if HANG in marked:
             self.release.wait(60)
         if SLOW in marked:
@@ -133,11 +154,18 @@ class FaultyBackend(OnnxBackend):
         results = super().process(requests)
         out = []
         for request, result in zip(requests, results, strict=True):
+            probabilities, state = result
             if np.any(request.windows == NAN):
-                result = ModelResult(np.full_like(result.probabilities, np.nan), result.state)
+                probabilities = np.full_like(probabilities, np.nan)
             if np.any(request.windows == WRONG_SHAPE):
-                result = ModelResult(result.probabilities[:-1], result.state)
-            out.append(result)
+                probabilities = probabilities[:-1]
+            if np.any(request.windows == OUT_OF_RANGE):
+                probabilities = probabilities * 5.04 + 1.0
+            if np.any(request.windows == STATE_SHAPE):
+                state = state.reshape(-1)
+            if np.any(request.windows == STATE_DTYPE):
+                state = state.astype(np.float64)
+            out.append(ModelResult(probabilities, state))
         return out
 
 
@@ -169,3 +197,34 @@ class SlowBackend(OnnxBackend):
 
 def make_slow(**options: Any) -> pv.Backend:
     return SlowBackend(**options)
+
+
+class Only16kBackend(OnnxBackend):
+    """The ONNX backend declaring 16 kHz as its only processing rate."""
+
+    name = "only16k"
+    sample_rates = frozenset({16000})
+
+
+def make_only16k(**options: Any) -> pv.Backend:
+    return Only16kBackend(**options)
+
+
+class GatedStartBackend(OnnxBackend):
+    """The ONNX backend whose ``initialize`` waits for ``gate``: a pool that starts slowly."""
+
+    name = "gated-start"
+
+    def __init__(self, gate: threading.Event, started: threading.Event, **options: Any) -> None:
+        super().__init__(**options)
+        self.gate = gate
+        self.started = started
+
+    def initialize(self) -> None:
+        self.started.set()
+        assert self.gate.wait(60)
+        super().initialize()
+
+
+def make_gated_start(**options: Any) -> pv.Backend:
+    return GatedStartBackend(**options)

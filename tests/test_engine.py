@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -14,7 +14,14 @@ from reactivex import operators as ops
 import prevad_rx as pv
 from prevad_rx.backends import _registry
 from tests.conftest import GoldenFixture, segments_as_lists
-from tests.spy_backends import POISON, CallLog, make_spy
+from tests.spy_backends import (
+    POISON,
+    CallLog,
+    make_gated_start,
+    make_only16k,
+    make_slow,
+    make_spy,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -335,7 +342,8 @@ async def test_a_stalled_consumer_blocks_only_its_own_stream(speech16k: GoldenFi
 async def test_close_releases_a_push_waiting_for_room(speech16k: GoldenFixture) -> None:
     async with pv.VADEngine(num_workers=1, max_buffered_events=1) as engine:
         stream = engine.open_stream()
-        stream.events()  # never read
+        stalled = stream.events()
+        reader = asyncio.create_task(anext(stalled))  # reads one event, then no more
         position = 0
         while not stream.statistics().events_buffered:  # fill the backlog
             await stream.push(speech16k.audio[position : position + 4000])
@@ -375,3 +383,159 @@ async def test_engine_wide_events(spy: None, speech16k: GoldenFixture) -> None:
         assert segments_as_lists(ends) == speech16k.default_segments
     errors = [e for e in collected if e.kind == "error"]
     assert [e.stream_id for e in errors] == ["c"] and errors[0].error is not None
+
+
+# ------------------------------------------------------------------ arguments and lifecycle
+
+
+def engine_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("prevad-rx")}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"min_slice_timeout": 0}, pv.ConfigError, "min_slice_timeout"),
+        ({"min_slice_timeout": float("nan")}, pv.ConfigError, "min_slice_timeout"),
+        ({"slice_timeout_factor": 0}, pv.ConfigError, "slice_timeout_factor"),
+        ({"slice_timeout_factor": -1.0}, pv.ConfigError, "slice_timeout_factor"),
+        ({"slice_timeout_factor": float("inf")}, pv.ConfigError, "slice_timeout_factor"),
+        ({"slice_timeout_factor": "4"}, pv.ConfigError, "slice_timeout_factor"),
+        ({"num_workers": 0}, pv.ConfigError, "num_workers"),
+        ({"backend": ""}, pv.ConfigError, "backend"),
+        ({"backend": "no-such-backend"}, pv.UnknownBackendError, "no-such-backend"),
+        ({"backend_options": 3}, pv.ConfigError, "backend_options"),
+        ({"frames_per_slice": 0}, pv.ConfigError, "frames_per_slice"),
+        ({"max_pending_slices": 0}, pv.ConfigError, "max_pending_slices"),
+        ({"audio_operators": [1]}, pv.ConfigError, "audio_operators"),
+        ({"event_operators": "ops"}, pv.ConfigError, "event_operators"),
+        ({"pool": "shared"}, pv.ConfigError, "pool"),
+    ],
+)
+async def test_every_engine_argument_is_checked_before_any_thread_starts(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    before = engine_threads()
+    with pytest.raises(error, match=match):
+        pv.VADEngine(**kwargs)  # type: ignore[arg-type]
+    assert engine_threads() == before
+
+
+async def test_a_cancelled_close_still_tears_everything_down(speech16k: GoldenFixture) -> None:
+    gate = threading.Event()
+    pv.register_backend("slow", make_slow, replace=True)
+    before = engine_threads()
+    try:
+        engine = await pv.VADEngine("slow", 2, backend_options={"gate": gate}).start()
+        streams = [engine.open_stream(f"s{i}") for i in range(3)]
+        for stream in streams:
+            await stream.push(speech16k.audio[:32000])  # held by the gate: still in flight
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(engine.close(), 0.05)  # the user gives up waiting
+        for stream in streams:  # no stream is left waiting for results that never come
+            assert stream.state == "failed"
+            with pytest.raises(pv.StreamFailedError, match="engine closed"):
+                await stream.close()
+        gate.set()
+        await engine.close()  # waits until the pool has stopped
+    finally:
+        gate.set()
+        _registry._registered.pop("slow", None)
+    assert engine.pool.closed and engine_threads() == before
+    with pytest.raises(pv.ClosedError):
+        engine.open_stream()
+
+
+async def test_a_cancelled_start_then_close_leaks_nothing() -> None:
+    gate, started = threading.Event(), threading.Event()
+    pv.register_backend("gated-start", make_gated_start, replace=True)
+    before = engine_threads()
+    try:
+        engine = pv.VADEngine("gated-start", 2, backend_options={"gate": gate, "started": started})
+        starting = asyncio.create_task(engine.start())
+        assert await asyncio.to_thread(started.wait, 30)  # the workers are loading the model
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        gate.set()
+        await engine.close()
+    finally:
+        gate.set()
+        _registry._registered.pop("gated-start", None)
+    assert engine.pool.closed and engine_threads() == before
+    with pytest.raises(pv.ClosedError):
+        await engine.start()
+
+
+def _in_another_loop(call: Callable[[], Awaitable[object]]) -> BaseException | None:
+    """Await ``call()`` under ``asyncio.run`` in a second thread; its exception, if any."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        async def main() -> None:
+            await call()
+
+        try:
+            asyncio.run(main())
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - returned for the test to check
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)  # a guard against a hang, not a time limit
+    assert not thread.is_alive(), "the call from another loop hung"
+    return outcome[0]
+
+
+async def test_a_call_from_another_event_loop_is_refused_clearly(
+    speech16k: GoldenFixture,
+) -> None:
+    async with pv.VADEngine(num_workers=1) as engine:
+        loop = asyncio.get_running_loop()
+        stream = engine.open_stream("s")
+        audio = speech16k.audio
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: stream.push(audio[:16000]),
+            stream.flush,
+            stream.close,
+            engine.close,
+        ]
+        for call in calls:
+            error = await asyncio.to_thread(_in_another_loop, call)
+            assert isinstance(error, pv.WrongEventLoopError) and isinstance(error, pv.PrevadError)
+            assert "another event loop" in str(error)
+        with pytest.raises(pv.WrongEventLoopError, match="outside any event loop"):
+            await asyncio.to_thread(engine.open_stream, "from-a-thread")
+
+        def hand_over() -> None:  # what the error message advises
+            asyncio.run_coroutine_threadsafe(stream.push(audio), loop).result(30)
+
+        await asyncio.to_thread(hand_over)
+        result = await stream.close()
+    assert segments_as_lists(result.segments) == speech16k.default_segments
+
+
+async def test_open_stream_checks_the_backends_sample_rates(speech8k: GoldenFixture) -> None:
+    pv.register_backend("only16k", make_only16k, replace=True)
+    try:
+        async with pv.VADEngine("only16k", 1) as engine:
+            with pytest.raises(pv.UnsupportedSampleRateError, match=r"'only16k'.*8000 Hz"):
+                engine.open_stream(sample_rate=8000)
+            for rate in (16000, 44100):  # 44.1 kHz is resampled to 16 kHz
+                stream = engine.open_stream(sample_rate=rate)
+                await stream.push(np.zeros(rate, np.float32))
+                await stream.close()
+    finally:
+        _registry._registered.pop("only16k", None)
+
+
+async def test_flush_after_close_raises_stream_closed(speech16k: GoldenFixture) -> None:
+    async with pv.VADEngine(num_workers=1) as engine:
+        stream = engine.open_stream("s")
+        await stream.push(speech16k.audio[:16000])
+        await stream.flush()
+        await stream.close()
+        with pytest.raises(pv.StreamClosedError) as caught:
+            await stream.flush()
+        assert caught.value.stream_id == "s"

@@ -11,6 +11,7 @@ import prevad_rx as pv
 from prevad_rx._pool import NORMAL, URGENT
 from prevad_rx.backends import _registry
 from tests.backends.test_registry import ConstantBackend
+from tests.spy_backends import make_gated_start
 
 
 class BrokenBackend(ConstantBackend):
@@ -87,6 +88,81 @@ def test_a_task_that_raises_does_not_kill_its_worker(caplog: pytest.LogCaptureFi
         stats = pool.statistics()
     assert stats.task_errors == 1 and stats.tasks_completed >= 1
     assert "task bug" in caplog.text
+
+
+@pytest.mark.usefixtures("registered")
+def test_a_task_raising_a_base_exception_does_not_kill_its_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    done = threading.Event()
+
+    def leave(backend: pv.Backend) -> None:
+        raise SystemExit("task called sys.exit()")
+
+    with pv.WorkerPool("constant", 1) as pool:
+        pool.submit(leave)
+        pool.submit(lambda backend: done.set())
+        assert done.wait(10)  # the only worker is still serving
+        stats = pool.statistics()
+    assert stats.task_errors == 1 and stats.workers_replaced == 0
+    assert "sys.exit()" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (("onnx", 0), {}, pv.ConfigError, "num_workers"),
+        (("onnx", -1), {}, pv.ConfigError, "num_workers"),
+        (("onnx", 1.5), {}, pv.ConfigError, "num_workers"),
+        (("onnx", True), {}, pv.ConfigError, "num_workers"),
+        ((42, 1), {}, pv.ConfigError, "backend"),
+        (("", 1), {}, pv.ConfigError, "backend"),
+        (("no-such-backend", 1), {}, pv.UnknownBackendError, "available: .*onnx"),
+        (("onnx", 1), {"backend_options": [("a", 1)]}, pv.ConfigError, "backend_options"),
+        (("onnx", 1), {"backend_options": {1: 2}}, pv.ConfigError, "backend_options"),
+        (("onnx", 1), {"name": ""}, pv.ConfigError, "name"),
+    ],
+)
+def test_every_argument_is_checked_before_any_thread_starts(
+    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    before = threading.active_count()
+    with pytest.raises(error, match=match):
+        pv.WorkerPool(*args, **kwargs)  # type: ignore[arg-type]
+    assert threading.active_count() == before
+
+
+def test_close_while_starting_stops_the_start_and_every_thread() -> None:
+    gate, started = threading.Event(), threading.Event()
+    before = set(threading.enumerate())
+    pv.register_backend("gated-start", make_gated_start, replace=True)
+    try:
+        pool = pv.WorkerPool("gated-start", 2, backend_options={"gate": gate, "started": started})
+        outcome: list[Exception | None] = []
+
+        def start() -> None:
+            try:
+                pool.start()
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - the outcome is checked below
+                outcome.append(exc)
+
+        starter = threading.Thread(target=start)
+        starter.start()
+        assert started.wait(30)  # a worker is loading its model
+        closer = threading.Thread(target=pool.close)
+        closer.start()
+        starter.join(30)
+        assert not starter.is_alive()  # start() gave up at once
+        gate.set()  # the workers finish loading, see the pool closed, and exit
+        closer.join(30)
+        assert not closer.is_alive()
+    finally:
+        gate.set()
+        _registry._registered.pop("gated-start", None)
+    (error,) = outcome
+    assert isinstance(error, pv.ClosedError) and "closed while it was starting" in str(error)
+    assert pool.closed and set(threading.enumerate()) <= before  # no thread left
 
 
 def test_arguments_and_lifecycle() -> None:

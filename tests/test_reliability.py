@@ -20,10 +20,14 @@ import prevad_rx as pv
 from prevad_rx.backends import _registry
 from tests.conftest import GoldenFixture, segments_as_lists
 from tests.spy_backends import (
+    EXIT,
     HANG,
     NAN,
+    OUT_OF_RANGE,
     RAISE,
     SLOW,
+    STATE_DTYPE,
+    STATE_SHAPE,
     WRONG_SHAPE,
     make_faulty,
     make_slow,
@@ -67,7 +71,14 @@ async def feed(stream: pv.VADStream, audio: np.ndarray, step: int = 8000) -> pv.
 
 @pytest.mark.parametrize(
     ("marker", "message"),
-    [(RAISE, "injected fault"), (NAN, "non-finite"), (WRONG_SHAPE, "probabilities for")],
+    [
+        (RAISE, "injected fault"),
+        (NAN, "non-finite"),
+        (WRONG_SHAPE, "probabilities for"),
+        (OUT_OF_RANGE, "probabilities outside [0, 1]"),
+        (STATE_SHAPE, "a state of shape (256,)"),
+        (STATE_DTYPE, "dtype float64"),
+    ],
 )
 async def test_a_faulty_slice_fails_only_its_stream(
     marker: float, message: str, speech16k: GoldenFixture
@@ -92,6 +103,76 @@ async def test_a_faulty_slice_fails_only_its_stream(
         assert segments_as_lists(result.segments) == speech16k.default_segments
     assert stats.pool.task_errors == 0 and stats.stage is not None
     assert stats.stage.failed_streams == 1
+
+
+class _Abort(BaseException):
+    """Not an Exception: what a backend might raise to bail out of a call."""
+
+
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt, _Abort])
+async def test_a_backend_raising_a_base_exception_fails_only_its_stream(
+    raised: type[BaseException], speech16k: GoldenFixture
+) -> None:
+    async with pv.VADEngine("faulty", 2, backend_options={"exit_with": raised}) as engine:
+        bad = engine.open_stream("bad")
+        neighbours = [engine.open_stream(f"neighbour-{i}") for i in range(4)]
+        outcomes = await asyncio.wait_for(  # a guard against a hang, not a time limit
+            asyncio.gather(
+                feed(bad, marked(speech16k.audio, EXIT)),
+                *(feed(s, speech16k.audio) for s in neighbours),
+                return_exceptions=True,
+            ),
+            120,
+        )
+        after = await feed(engine.open_stream("after"), speech16k.audio)
+        stats = engine.statistics()
+    error = outcomes[0]
+    assert type(error) is pv.StreamFailedError  # its own fault, not a timeout
+    assert error.stream_id == "bad" and error.seq is not None
+    assert isinstance(error.__cause__, raised) and "injected exit" in str(error)
+    for result in [*outcomes[1:], after]:
+        assert isinstance(result, pv.StreamResult)
+        assert segments_as_lists(result.segments) == speech16k.default_segments
+    assert stats.stage is not None and stats.stage.timed_out_calls == 0
+    assert stats.pool.workers_replaced == 0  # both workers lived on
+
+
+async def test_the_backend_is_reset_after_a_failed_call(speech16k: GoldenFixture) -> None:
+    resets: list[str] = []
+    async with pv.VADEngine("faulty", 2, backend_options={"resets": resets}) as engine:
+        clean = await feed(engine.open_stream("clean"), speech16k.audio)
+        assert resets == []  # no failure, no reset
+        outcomes = await asyncio.gather(
+            feed(engine.open_stream("bad"), marked(speech16k.audio, RAISE)),
+            feed(engine.open_stream("good"), speech16k.audio),
+            return_exceptions=True,
+        )
+    assert isinstance(outcomes[0], pv.StreamFailedError)
+    assert segments_as_lists(clean.segments) == speech16k.default_segments
+    assert isinstance(outcomes[1], pv.StreamResult)
+    assert segments_as_lists(outcomes[1].segments) == speech16k.default_segments
+    # on the worker that made the failed call, before its next call
+    assert resets and all(name.startswith("prevad-rx-") for name in resets)
+
+
+async def test_a_backend_that_cannot_be_reset_is_replaced(
+    speech16k: GoldenFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pv.VADEngine("faulty", 2, backend_options={"reset_fails": True}) as engine:
+        outcomes = await asyncio.gather(
+            feed(engine.open_stream("bad"), marked(speech16k.audio, RAISE)),
+            *(feed(engine.open_stream(f"good-{i}"), speech16k.audio) for i in range(3)),
+            return_exceptions=True,
+        )
+        after = await feed(engine.open_stream("after"), speech16k.audio)
+        stats = engine.statistics()
+    error = outcomes[0]
+    assert isinstance(error, pv.StreamFailedError) and "injected fault" in str(error)
+    for result in [*outcomes[1:], after]:
+        assert isinstance(result, pv.StreamResult)
+        assert segments_as_lists(result.segments) == speech16k.default_segments
+    assert stats.pool.workers_replaced >= 1
+    assert "could not be reset" in caplog.text
 
 
 async def test_a_hung_call_times_out_and_its_worker_is_replaced(
