@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import prevad_rx as pv
-from prevad_rx.backends import _registry
+from prevad_rx.backends import ModelRequest, _registry
+from tests.backends.test_onnx import windows_for
 from tests.conftest import ROOT, GoldenFixture, segments_as_lists
 
 pytestmark = [pytest.mark.torch, pytest.mark.anyio]
@@ -88,6 +89,34 @@ async def test_many_concurrent_streams_match_onnx(
         assert segments_as_lists(result.segments) == fixture.default_segments
     assert stats.pool.backend == "torch" and stats.pool.backend_info["device"] == "cpu"
     assert stats.stage is not None and stats.stage.mean_streams_per_decode > 1  # batched
+
+
+@pytest.mark.parametrize("anyio_backend", UVLOOP)
+async def test_two_hundred_live_streams_each_match_onnx_on_their_own_audio(
+    speech16k: GoldenFixture,
+) -> None:
+    """Streams of different audio pushing 32 ms packets at once: each gets its own answer."""
+    onnx = pv.create_backend("onnx")
+    onnx.initialize()
+    excerpts = [speech16k.audio[i * 1500 : i * 1500 + 3 * 16000] for i in range(200)]
+    expected = []
+    for audio in excerpts:
+        (result,) = onnx.process(
+            [ModelRequest(windows_for(audio, 16000), onnx.initial_state(), 16000)]
+        )
+        expected.append(result.probabilities)
+    async with pv.VADEngine("torch", 2) as engine:
+        streams = [engine.open_stream(f"s{i}", keep_probabilities=True) for i in range(200)]
+        for start in range(0, 3 * 16000, 512):  # every stream's next packet, round by round
+            for stream, audio in zip(streams, excerpts, strict=True):
+                await stream.push(audio[start : start + 512])
+        results = [await stream.close() for stream in streams]
+    for audio, result, probabilities in zip(excerpts, results, expected, strict=True):
+        assert result.probabilities is not None
+        np.testing.assert_allclose(result.probabilities, probabilities, atol=1e-5, rtol=0)
+        reference = pv.segments_from_probabilities(probabilities, num_samples=audio.size)
+        assert segments_as_lists(result.segments) == segments_as_lists(reference)
+    assert any(result.segments for result in results)
 
 
 @pytest.mark.parametrize("anyio_backend", UVLOOP)
