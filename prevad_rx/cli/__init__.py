@@ -338,8 +338,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     )
 
 
+def _park_closed_std_fds() -> None:
+    """Open /dev/null on a closed descriptor 0, 1 or 2 (``prevad-rx ... <&-``).
+
+    Left closed, the number is reused by the event loop's own descriptors, and uvloop
+    aborts the process when it closes one of them. ``sys.stdin`` and ``sys.stdout`` stay
+    ``None`` (the commands that need them say so); messages for a closed stderr are dropped.
+    """
+    import os
+
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            if os.open(os.devnull, os.O_RDWR) != fd:  # the lowest free number: this one
+                break
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prevad-rx`` console script."""
+    _park_closed_std_fds()
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:

@@ -153,6 +153,8 @@ async def detect(
         raise UserError(
             "audacity labels hold one file: give one FILE or use --output DIR", status=2
         )
+    if output is None and sys.stdout is None:
+        raise UserError("standard output is closed: use --output DIR")
     targets: list[Path | None] = [None] * len(files)
     if output is not None:
         targets = _targets(files, fmt, output)

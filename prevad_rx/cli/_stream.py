@@ -20,6 +20,7 @@ from typing import BinaryIO, TextIO
 from prevad_rx._config import VADConfig
 from prevad_rx._engine import VADEngine
 from prevad_rx._types import SpeechEvent
+from prevad_rx.cli._files import UserError
 from prevad_rx.cli._formats import at_rate
 
 __all__ = ["stream_stdin"]
@@ -118,8 +119,14 @@ async def stream_stdin(
     out: TextIO | None = None,
 ) -> int:
     """Read PCM16-LE mono from ``source`` (stdin) in ``chunk_ms`` pieces until EOF."""
-    source = source or sys.stdin.buffer
-    out = out or sys.stdout
+    if source is None:
+        if sys.stdin is None:
+            raise UserError("standard input is closed: pipe raw PCM16 into `prevad-rx stream`")
+        source = sys.stdin.buffer
+    if out is None:
+        if sys.stdout is None:
+            raise UserError("standard output is closed: nowhere to print the events")
+        out = sys.stdout
     chunk_bytes = max(2, sample_rate * chunk_ms // 1000 * 2)
     async with VADEngine(backend, workers, config) as engine:
         stream = engine.open_stream("stdin", sample_rate=sample_rate)

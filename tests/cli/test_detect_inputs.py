@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from tests.cli import assert_one_line_error, run_cli
+from tests.cli import SCRIPT, assert_one_line_error, run_cli
 from tests.conftest import ROOT, GoldenFixture
 
 
@@ -126,3 +127,30 @@ def test_option_values_out_of_range_are_usage_errors_on_one_line() -> None:
 
     unknown = run_cli("detect", wav, "--format", "xml")
     assert "invalid choice" in assert_one_line_error(unknown, 2)
+
+
+def _with_closed(fd: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """``prevad-rx ARGS`` started with descriptor ``fd`` closed (as ``<&-`` does)."""
+    return subprocess.run(
+        ["sh", "-c", f'exec "$0" "$@" {fd}>&-', str(SCRIPT), *args],
+        stdout=None if fd == 1 else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_closed_standard_streams(speech16k: GoldenFixture) -> None:
+    """A closed descriptor 0/1 must not be taken over by the event loop's own (uvloop
+    aborted the process closing it); commands that need the stream say so."""
+    no_stdin = _with_closed(0, "detect", speech16k.file)
+    assert no_stdin.returncode == 0, no_stdin.stderr
+    assert _segments(json.loads(no_stdin.stdout)) == speech16k.default_segments
+
+    no_stdout = _with_closed(1, "detect", speech16k.file)
+    assert "standard output is closed" in assert_one_line_error(no_stdout, 1)
+
+    stream = _with_closed(0, "stream")
+    assert "standard input is closed" in assert_one_line_error(stream, 1)
