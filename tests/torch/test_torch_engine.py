@@ -171,6 +171,18 @@ async def test_a_hung_device_call_times_out_for_its_stream_only(speech16k: Golde
     assert stats.pool.workers_replaced == stats.stage.timed_out_calls
 
 
+@pytest.mark.parametrize("anyio_backend", UVLOOP)
+async def test_8k_streams_are_refused_and_other_rates_resampled() -> None:
+    async with pv.VADEngine("torch", 1) as engine:
+        with pytest.raises(pv.UnsupportedSampleRateError):
+            engine.open_stream("narrow", sample_rate=8000)
+        stream = engine.open_stream("wide", sample_rate=48000, keep_probabilities=True)
+        await stream.push(np.zeros(48000, np.float32))
+        result = await stream.close()
+    assert not result.segments
+    assert result.probabilities is not None and result.probabilities.size == -(-16000 // 512)
+
+
 def _documented_example() -> str:
     text = (ROOT / "docs" / "backends.md").read_text()
     found = re.search(r"## The torch backend\n.*?```python\n(.*?)```", text, re.S)
