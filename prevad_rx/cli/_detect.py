@@ -163,7 +163,7 @@ async def detect(
 
     failed = 0
     jobs: list[_Job] = []
-    seen: dict[str, int] = {}
+    used: set[str] = set()
     for index, path in enumerate(files):  # checked before the model loads: quick feedback
         if output is not None and targets[index] is None:
             continue  # the same file again: processed and written once
@@ -173,9 +173,11 @@ async def detect(
             _report(str(exc))
             failed += 1
             continue
-        seen[info.name] = seen.get(info.name, 0) + 1
-        repeat = seen[info.name]
-        stream_id = info.name if repeat == 1 else f"{info.name}#{repeat}"
+        stream_id, repeat = info.name, 1
+        while stream_id in used:  # a file given twice is a second stream, under its own id
+            repeat += 1
+            stream_id = f"{info.name}#{repeat}"
+        used.add(stream_id)
         jobs.append(_Job(stream_id, info, targets[index]))
     if not jobs:
         return 1
