@@ -85,7 +85,7 @@ class _Progress:
 
     def advance(self, seconds: float) -> None:
         left = self.bar.total - self.bar.n
-        if left > 0:
+        if left > 0 and seconds > 0:
             self.bar.update(min(seconds, left))
 
     def message(self, text: str) -> None:
