@@ -194,7 +194,8 @@ class VADEngine:
         self._state = "new"
         self._broken: BaseException | None = None
         self._stale: set[str] = set()  # failed by an event operator; results still in the chain
-        self._pool_closed: asyncio.Future[None] | None = None
+        self._pool_closed: asyncio.Future[None] | None = None  # pool.close() in the executor
+        self._finished: asyncio.Future[None] | None = None  # done once the engine is closed
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -235,6 +236,7 @@ class VADEngine:
         if self._pool_closed is not None:
             return
         assert self._loop is not None
+        self._finished_future()
         if self._owns_pool:
             self._pool_closed = self._loop.run_in_executor(None, self._pool.close)
         else:
@@ -246,6 +248,15 @@ class VADEngine:
         self._state = "closed"
         if not future.cancelled() and future.exception() is not None:
             log.error("closing the worker pool failed", exc_info=future.exception())
+        finished = self._finished_future()
+        if not finished.done():
+            finished.set_result(None)
+
+    def _finished_future(self) -> asyncio.Future[None]:
+        if self._finished is None:
+            assert self._loop is not None
+            self._finished = self._loop.create_future()
+        return self._finished
 
     def _set_stage(self, stage: ModelStage) -> None:
         self._stage = stage
@@ -314,6 +325,7 @@ class VADEngine:
         require_loop(self._loop, "VADEngine.close()")
         if self._state == "running":
             self._state = "closing"
+            self._finished_future()  # a concurrent close() waits for this one
             try:
                 streams = list(self._streams.values())
                 results = await asyncio.gather(
@@ -329,8 +341,8 @@ class VADEngine:
                 self._close_pool()
         elif self._state == "starting":
             self._close_pool()  # the start() in progress fails with ClosedError
-        if self._pool_closed is not None:
-            await asyncio.shield(self._pool_closed)
+        if self._finished is not None:
+            await asyncio.shield(self._finished)
 
     def _stop_chain(self) -> None:
         """End the operator chain and every listener (synchronous: runs even when cancelled)."""

@@ -85,8 +85,9 @@ class VADStream:
     """One stream of audio: push chunks, receive speech events, close for the result.
 
     Created by :meth:`VADEngine.open_stream`; all methods must be called from
-    the engine's event loop. Events reach subscribers and ``events()``
-    iterators on that loop, in order.
+    the engine's event loop (``push``, ``flush``, ``close`` and ``events``
+    raise :class:`~prevad_rx.WrongEventLoopError` elsewhere). Events reach
+    subscribers and ``events()`` iterators on that loop, in order.
     """
 
     def __init__(

@@ -446,6 +446,19 @@ async def test_a_cancelled_close_still_tears_everything_down(speech16k: GoldenFi
         engine.open_stream()
 
 
+async def test_a_second_close_waits_until_the_engine_is_closed(speech16k: GoldenFixture) -> None:
+    before = engine_threads()
+    engine = await pv.VADEngine(num_workers=2).start()
+    stream = engine.open_stream()
+    await stream.push(speech16k.audio)
+    first = asyncio.create_task(engine.close())
+    await asyncio.sleep(0)  # the first close() is now waiting for the stream
+    await engine.close()
+    assert engine.pool.closed and engine_threads() == before
+    assert stream.state == "closed"
+    await first
+
+
 async def test_a_cancelled_start_then_close_leaks_nothing() -> None:
     gate, started = threading.Event(), threading.Event()
     pv.register_backend("gated-start", make_gated_start, replace=True)
