@@ -18,10 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["FEATURE_DIM", "WINDOW", "SileroVAD16k", "build", "load_weights"]
+__all__ = ["SileroVAD16k", "build", "load_weights"]
 
-#: Samples per model input row at 16 kHz (64 context + 512 frame) and features per frame.
-WINDOW = 576
+#: Features per frame (the encoder's output, the LSTM's input and state width).
 FEATURE_DIM = 128
 
 
