@@ -181,7 +181,12 @@ class WorkerPool:
         self.close()
 
     async def __aenter__(self) -> WorkerPool:
-        await asyncio.get_running_loop().run_in_executor(None, self.start)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.start)
+        except BaseException:  # failed or cancelled: no worker outlives the block
+            await asyncio.shield(loop.run_in_executor(None, self.close))
+            raise
         return self
 
     async def __aexit__(

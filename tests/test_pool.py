@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -17,6 +18,10 @@ from tests.spy_backends import make_gated_start
 class BrokenBackend(ConstantBackend):
     def initialize(self) -> None:
         raise RuntimeError("no model here")
+
+
+def pool_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("prevad-rx")}
 
 
 @pytest.fixture
@@ -185,3 +190,28 @@ async def test_async_context_manager() -> None:
     async with pv.WorkerPool("onnx", 2) as pool:
         assert pool.started
     assert pool.closed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"use_uvloop": False})])
+async def test_a_cancelled_async_start_closes_the_pool() -> None:
+    gate, started = threading.Event(), threading.Event()
+    before = pool_threads()
+    pv.register_backend("gated-start", make_gated_start, replace=True)
+    try:
+        pool = pv.WorkerPool("gated-start", 2, backend_options={"gate": gate, "started": started})
+
+        async def use() -> None:
+            async with pool:
+                await asyncio.Event().wait()
+
+        task = asyncio.create_task(use())
+        assert await asyncio.to_thread(started.wait, 30)  # the workers are loading the model
+        task.cancel()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        gate.set()
+        _registry._registered.pop("gated-start", None)
+    assert pool.closed and pool_threads() <= before  # no worker left
