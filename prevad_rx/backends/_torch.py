@@ -369,7 +369,7 @@ class _Runner:
         self.graphs = graphs
         self.static = static
         self.cuda = device.type == "cuda"
-        # CUDA work (graph capture included) goes to the current device of the calling thread
+        # CUDA work (graph capture included) runs with this device current on the calling thread
         self._on_device: Callable[[], contextlib.AbstractContextManager[Any]] = (
             (lambda: torch.cuda.device(device)) if self.cuda else contextlib.nullcontext
         )
