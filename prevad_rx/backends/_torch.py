@@ -8,8 +8,9 @@ frame it is given in one call (chunked to ``max_frames``), and
 LSTM step per frame.
 
 With ``buckets`` on (the default on CUDA) every device call has a fixed shape:
-the frames or streams of a call are padded to the next bucket (powers of two up
-to ``max_frames`` / ``max_streams``; decoder steps up to ``max_steps``), larger
+the frames or streams of a call are padded to the next bucket (powers of two from
+32 frames / 8 streams up to ``max_frames`` / ``max_streams``; decoder steps from 1
+up to ``max_steps``), larger
 calls run as several, and on CUDA each shape is captured once as a CUDA graph
 and replayed from then on, with inputs and outputs staged in pinned host
 buffers. The padding and unpadding are :mod:`prevad_rx.backends._buckets`;
@@ -154,8 +155,9 @@ class TorchBackend(Backend):
         self._device = parsed
         self._threads = intra_op_threads
         self._verify = verify_models
-        self._frame_buckets = power_buckets(self._max_frames)
-        self._stream_buckets = power_buckets(self._max_streams)
+        # padding a small call costs a device next to nothing; fewer shapes, fewer graphs
+        self._frame_buckets = power_buckets(self._max_frames, min(32, self._max_frames))
+        self._stream_buckets = power_buckets(self._max_streams, min(8, self._max_streams))
         self._step_buckets = power_buckets(self._max_steps)
         self._runner: _Runner | None = None
         self._tf32_off = False
