@@ -489,10 +489,7 @@ class ModelStage:
             processed = self._counted(backend.process(model_requests), len(model_requests))
             for i, result in zip(process_idx, processed, strict=True):
                 results[i] = result
-        return [
-            self._checked(result, sum(w.slice.num_frames for w in works))
-            for (_, works), result in zip(runs, results, strict=True)
-        ]
+        return self._checked(results, [sum(w.slice.num_frames for w in works) for _, works in runs])
 
     def _counted(self, results: object, expected: int) -> list[Any]:
         """The backend's results as a list, one per request, or a :class:`BackendError`."""
@@ -504,43 +501,59 @@ class ModelStage:
             )
         return list(results)
 
-    def _checked(self, result: object, frames: int) -> ModelResult:
-        """A backend's result for ``frames`` frames, checked in full: probabilities a float
-        array of shape [frames], finite and within [0, 1]; the state finite float32 of the
-        shape the backend declared. Anything else raises :class:`BackendError`."""
+    def _checked(self, results: Sequence[object], frames: Sequence[int]) -> list[ModelResult]:
+        """A call's results, checked in full: for ``frames[i]`` frames, probabilities a float
+        array of that shape, finite and within [0, 1]; the state finite and of the initial
+        state's shape and dtype. Anything else raises :class:`BackendError`. The value checks
+        run once over the whole call (a failure is then narrowed down by ``_call_isolated``)."""
         name = self._pool.backend_name
-        probabilities = getattr(result, "probabilities", None)
-        state = getattr(result, "state", None)
-        if not isinstance(probabilities, np.ndarray) or not isinstance(state, np.ndarray):
-            raise BackendError(
-                f"backend {name!r} returned {type(result).__name__}, expected a ModelResult "
-                "of two numpy arrays"
-            )
-        if probabilities.shape != (frames,):
-            raise BackendError(
-                f"backend {name!r} returned {probabilities.shape} probabilities for {frames} frames"
-            )
-        if probabilities.dtype.kind != "f":
-            raise BackendError(
-                f"backend {name!r} returned probabilities of dtype {probabilities.dtype}, "
-                "expected floats"
-            )
-        if not np.isfinite(probabilities).all():
-            raise BackendError(f"backend {name!r} returned non-finite probabilities")
-        if frames and not (probabilities.min() >= 0.0 and probabilities.max() <= 1.0):
-            raise BackendError(
-                f"backend {name!r} returned probabilities outside [0, 1] "
-                f"(min {probabilities.min():.4g}, max {probabilities.max():.4g})"
-            )
         expected = self._initial_state
-        if state.shape != expected.shape or state.dtype != expected.dtype:
-            raise BackendError(
-                f"backend {name!r} returned a state of shape {state.shape} and dtype "
-                f"{state.dtype}, expected {expected.shape} {expected.dtype}"
-            )
-        if not np.isfinite(state).all():
+        checked: list[ModelResult] = []
+        for result, n in zip(results, frames, strict=True):
+            probabilities = getattr(result, "probabilities", None)
+            state = getattr(result, "state", None)
+            if not isinstance(probabilities, np.ndarray) or not isinstance(state, np.ndarray):
+                raise BackendError(
+                    f"backend {name!r} returned {type(result).__name__}, expected a "
+                    "ModelResult of two numpy arrays"
+                )
+            if probabilities.shape != (n,):
+                raise BackendError(
+                    f"backend {name!r} returned {probabilities.shape} probabilities for {n} frames"
+                )
+            if probabilities.dtype.kind != "f":
+                raise BackendError(
+                    f"backend {name!r} returned probabilities of dtype {probabilities.dtype}, "
+                    "expected floats"
+                )
+            if state.shape != expected.shape or state.dtype != expected.dtype:
+                raise BackendError(
+                    f"backend {name!r} returned a state of shape {state.shape} and dtype "
+                    f"{state.dtype}, expected {expected.shape} {expected.dtype}"
+                )
+            if probabilities.dtype != np.float32:
+                probabilities = probabilities.astype(np.float32)
+            checked.append(ModelResult(probabilities, state))
+        if not checked:
+            return checked
+        every = [r.probabilities for r in checked]
+        values: Any = every[0] if len(every) == 1 else np.concatenate(every)
+        # NaN fails both comparisons, so this one test also rules out NaN and Inf
+        if values.size:
+            low, high = float(values.min()), float(values.max())
+            if not (low >= 0.0 and high <= 1.0):
+                if not np.isfinite(values).all():
+                    raise BackendError(f"backend {name!r} returned non-finite probabilities")
+                raise BackendError(
+                    f"backend {name!r} returned probabilities outside [0, 1] "
+                    f"(min {low:.4g}, max {high:.4g})"
+                )
+        states = (
+            checked[0].state if len(checked) == 1 else np.concatenate([r.state for r in checked])
+        )
+        if not np.isfinite(states).all():
             raise BackendError(f"backend {name!r} returned a non-finite state")
-        return ModelResult(probabilities.astype(np.float32, copy=False), state)
+        return checked
 
     def _emit_run(self, lane: _Lane, works: list[_Work], result: ModelResult) -> None:
         last = works[-1].slice.is_last
