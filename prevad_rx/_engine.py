@@ -518,6 +518,12 @@ class VADEngine:
     def _segment_from_worker(self, event: SpeechEvent) -> None:
         if event.segment is not None:
             self._call_on_loop(self._segment_on_loop, event)
+        elif event.kind == "error" and event.error is not None:
+            # a failure of the stream (also one of merge_segments, which only this path
+            # sees), reported before the event operators could filter it out
+            self._call_on_loop(
+                self._event_failure_on_loop, StreamFailure(event.stream_id, event.error)
+            )
 
     def _event_from_worker(self, event: SpeechEvent | StreamFailure) -> None:
         if isinstance(event, StreamFailure):  # an event operator failed on the stream
@@ -596,8 +602,9 @@ class VADEngine:
             self._end_failed(stream)
 
     def _event_failure_on_loop(self, failure: StreamFailure) -> None:
-        """An event operator failed on the stream: fail it now; what the chain still
-        holds of it (up to its last result) is stale, never a reopened stream's."""
+        """The stream failed after the results branch (merge_segments, emit_events or an
+        event operator): fail it now; what the chain still holds of it (up to its last
+        result or failure) is stale, never a reopened stream's."""
         stream = self._streams.get(failure.stream_id)
         if stream is None or failure.stream_id in self._stale:
             return

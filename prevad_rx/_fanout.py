@@ -4,10 +4,11 @@ Used by each :class:`~prevad_rx.VADStream` (its own events) and by
 :class:`~prevad_rx.VADEngine` (every stream's events). Handlers are guarded: an
 exception in one (any but ``KeyboardInterrupt``/``SystemExit``, so also a
 ``CancelledError``) is logged (``prevad_rx.events``) and counted, never propagated.
-Iterators are registered when created and report their backlog, which the
-engine turns into backpressure on ``push()``; one is unregistered when it ends,
-fails, is cancelled, is closed (``aclose()``), or is dropped without ever being
-iterated (a consumer task cancelled before it started).
+Iterators receive events from their creation on (nothing is missed), and from
+their first ``__anext__`` on report their backlog, which the engine turns into
+backpressure on ``push()``; so a consumer task cancelled before it ever ran holds
+nothing back. One is unregistered when it ends, fails, is cancelled, is closed
+(``aclose()``), or is garbage-collected.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ _FATAL = (KeyboardInterrupt, SystemExit)
 
 
 class EventIterator(AsyncIterator[SpeechEvent]):
-    """``async for`` over events, registered from its creation until it ends.
+    """``async for`` over events from its creation on.
 
-    It unregisters (and stops holding back ``push()``) when its iteration ends or
-    raises, when a ``__anext__`` is cancelled, on :meth:`aclose`, or when it is
-    garbage-collected unread -- e.g. handed to a task cancelled before it ran.
+    It holds back ``push()`` (while ``max_buffered_events`` are unread) only from
+    its first ``__anext__`` on: a consumer task cancelled before it ever ran holds
+    nothing back; until then it just keeps the events for that consumer. It is
+    unregistered when its iteration ends or raises, when a ``__anext__`` is
+    cancelled, on :meth:`aclose`, or when it is garbage-collected.
     """
 
     def __init__(
@@ -45,10 +48,13 @@ class EventIterator(AsyncIterator[SpeechEvent]):
         queue: asyncio.Queue[Any],
         unregister: Callable[[asyncio.Queue[Any]], None],
         on_consumed: Callable[[], None],
+        on_start: Callable[[asyncio.Queue[Any]], None],
     ) -> None:
         self._queue = queue
         self._closed = False
+        self._started = False
         self._on_consumed = on_consumed
+        self._on_start = on_start
         # holds no reference to the iterator, so dropping it unregisters the queue
         self._finalizer = weakref.finalize(self, unregister, queue)
         self._finalizer.atexit = False
@@ -59,6 +65,9 @@ class EventIterator(AsyncIterator[SpeechEvent]):
     async def __anext__(self) -> SpeechEvent:
         if self._closed:
             raise StopAsyncIteration
+        if not self._started:
+            self._started = True
+            self._on_start(self._queue)  # a reader now: its backlog counts
         try:
             item = await self._queue.get()
         except BaseException:  # cancelled: this consumer is gone
@@ -107,6 +116,7 @@ class EventFanout:
         self._on_consumed = on_consumed
         self._subject: Subject[SpeechEvent] = Subject()
         self._queues: list[asyncio.Queue[Any]] = []
+        self._reading: set[asyncio.Queue[Any]] = set()  # started: their backlog counts
         self._ended: BaseException | object | None = None
         self.delivered = 0
         self.handler_errors = 0
@@ -150,17 +160,18 @@ class EventFanout:
             queue.put_nowait(self._ended)
         else:
             self._queues.append(queue)
-        return EventIterator(queue, self._unregister, self._on_consumed)
+        return EventIterator(queue, self._unregister, self._on_consumed, self._reading.add)
 
     def _unregister(self, queue: asyncio.Queue[Any]) -> None:
+        self._reading.discard(queue)
         if queue in self._queues:
             self._queues.remove(queue)
             self._on_consumed()
 
     @property
     def backlog(self) -> int:
-        """Unread events of the slowest iterator."""
-        return max((q.qsize() for q in self._queues), default=0)
+        """Unread events of the slowest iterator that has started reading."""
+        return max((q.qsize() for q in self._reading), default=0)
 
     @property
     def buffered(self) -> int:
@@ -192,6 +203,7 @@ class EventFanout:
         for queue in self._queues:
             queue.put_nowait(sentinel)
         self._queues.clear()
+        self._reading.clear()
 
     def _guarded(self, call: Callable[..., object]) -> Callable[..., None]:
         def guarded(*args: Any) -> None:

@@ -15,17 +15,18 @@
 Each subscription registers an ``events()`` iterator of the stream (or engine)
 when it is made and forwards the events in order, awaiting each ``asend`` before
 the next, so a slow async consumer applies backpressure to ``push()`` like any
-``events()`` reader. A stream's failure reaches ``athrow``; its end ``aclose``.
+``events()`` reader; disposing of the subscription unregisters it. A stream's
+failure reaches ``athrow``; its end ``aclose``.
 aioreactive 0.20 requires reactivex < 5; prevad_rx runs on reactivex 4.1 and 6.x.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prevad_rx._types import SpeechEvent
+from prevad_rx._fanout import EventIterator
 
 if TYPE_CHECKING:
     from prevad_rx._engine import VADEngine
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["engine_events", "stream_events"]
 
 
-def _observable(events: Callable[[], AsyncIterator[SpeechEvent]]) -> Any:
+def _observable(events: Callable[[], EventIterator]) -> Any:
     try:
         from aioreactive.create import create
         from expression.system import AsyncDisposable
@@ -59,6 +60,7 @@ def _observable(events: Callable[[], AsyncIterator[SpeechEvent]]) -> Any:
 
         async def cancel() -> None:
             task.cancel()
+            await iterator.aclose()  # unregistered even if the task never got to run
 
         return AsyncDisposable.create(cancel)
 

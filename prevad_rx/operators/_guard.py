@@ -68,9 +68,13 @@ class _Guard:
         self._inner = SerialDisposable()
         self._subject: Subject[Any] = Subject()
         self._completing = False
+        self._subscribing = False
+        self._stopped = False  # the chain ended with an error
         self._subscribe_inner()
 
     def _subscribe_inner(self) -> None:
+        if self._stopped:
+            return
         self._generation += 1
         generation = self._generation
         subject: Subject[Any] = Subject()
@@ -88,13 +92,19 @@ class _Guard:
             if generation == self._generation:
                 self._inner_completed()
 
-        self._inner.disposable = self._operator(subject).subscribe(
-            on_next, on_error, on_completed, scheduler=self._scheduler
-        )
+        self._subscribing = True
+        try:
+            self._inner.disposable = self._operator(subject).subscribe(
+                on_next, on_error, on_completed, scheduler=self._scheduler
+            )
+        finally:
+            self._subscribing = False
 
     # ------------------------------------------------------------ into the operator
 
     def on_next(self, item: Any) -> None:
+        if self._stopped:
+            return
         if isinstance(item, StreamFailure):
             self._failed.discard(item.stream_id)
             self._observer.on_next(item)
@@ -158,8 +168,8 @@ class _Guard:
 
     def _inner_error(self, error: Exception) -> None:
         current = self._current
-        self._subscribe_inner()  # the operator is done for; the other streams go on
-        if current is None:
+        if current is None or self._subscribing:
+            self._stopped = True
             self._observer.on_error(
                 OperatorError(
                     f"operator {self._name} failed outside of any item (is it synchronous?): "
@@ -170,11 +180,12 @@ class _Guard:
             return
         sid = current.stream_id
         self._fail(sid, failure_of(self._name, sid, current, error), ends_stream(current))
+        self._subscribe_inner()  # that subscription is done for; the other streams go on
 
     def _inner_completed(self) -> None:
         if self._completing:
             self._observer.on_completed()
-        else:
+        elif not self._subscribing:
             self._subscribe_inner()  # it ended early: the other items still need it
 
     def _fail(self, sid: str, error: StreamFailedError, last: bool) -> None:
