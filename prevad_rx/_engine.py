@@ -347,12 +347,12 @@ class VADEngine:
     def _stop_chain(self) -> None:
         """End the operator chain and every listener (synchronous: runs even when cancelled)."""
         for stream in list(self._streams.values()):  # left over only if close() was cancelled
-            stream._fail(
-                StreamFailedError(
-                    f"stream {stream.stream_id!r}: the engine closed before the stream ended",
-                    stream.stream_id,
-                )
+            failure = StreamFailedError(
+                f"stream {stream.stream_id!r}: the engine closed before the stream ended",
+                stream.stream_id,
             )
+            stream._fail(failure)
+            self._fanout.fail(failure)
         if self._subject is not None:
             self._subject.on_completed()
         for subscription in self._subscriptions:

@@ -427,6 +427,7 @@ async def test_a_cancelled_close_still_tears_everything_down(speech16k: GoldenFi
     before = engine_threads()
     try:
         engine = await pv.VADEngine("slow", 2, backend_options={"gate": gate}).start()
+        everything = engine.events()
         streams = [engine.open_stream(f"s{i}") for i in range(3)]
         for stream in streams:
             await stream.push(speech16k.audio[:32000])  # held by the gate: still in flight
@@ -438,10 +439,12 @@ async def test_a_cancelled_close_still_tears_everything_down(speech16k: GoldenFi
                 await stream.close()
         gate.set()
         await engine.close()  # waits until the pool has stopped
+        errors = [event async for event in everything if event.kind == "error"]
     finally:
         gate.set()
         _registry._registered.pop("slow", None)
     assert engine.pool.closed and engine_threads() == before
+    assert sorted(e.stream_id for e in errors) == ["s0", "s1", "s2"]  # reported engine-wide too
     with pytest.raises(pv.ClosedError):
         engine.open_stream()
 
