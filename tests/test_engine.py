@@ -315,7 +315,8 @@ async def test_statistics(speech16k: GoldenFixture) -> None:
 async def test_a_stalled_consumer_blocks_only_its_own_stream(speech16k: GoldenFixture) -> None:
     async with pv.VADEngine(num_workers=2, max_buffered_events=2) as engine:
         stalled = engine.open_stream("stalled")
-        unread = stalled.events()  # registered, never read: its backlog fills up
+        unread = stalled.events()
+        first = asyncio.create_task(anext(unread))  # reads one event, then stalls
         healthy = engine.open_stream("healthy")
 
         async def feed(stream: pv.VADStream) -> None:
@@ -330,7 +331,7 @@ async def test_a_stalled_consumer_blocks_only_its_own_stream(speech16k: GoldenFi
         stats = stalled.statistics()
         assert stats.events_buffered >= 2 and stats.samples_pushed < speech16k.audio.size
         # reading the events lets it go on to the end
-        kinds = []
+        kinds = [(await first).kind]
         async for event in unread:
             kinds.append(event.kind)
             if len(kinds) == 2 * len(speech16k.default_segments) - 1:
@@ -353,6 +354,7 @@ async def test_close_releases_a_push_waiting_for_room(speech16k: GoldenFixture) 
         result = await stream.close()
         with pytest.raises(pv.StreamClosedError):
             await blocked
+        assert (await reader).kind == "start"
     assert result.num_samples == position
 
 
