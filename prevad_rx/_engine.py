@@ -464,9 +464,10 @@ class VADEngine:
 
     def events(self) -> EventIterator:
         """Iterate over every stream's events (failures as ``error`` events) until the
-        engine closes. Registers at call time. While it holds ``max_buffered_events``
-        unread events, every stream's ``push()`` waits; cancelling its consumer (at any
-        point, also before it started) or ``aclose()`` unregisters it."""
+        engine closes. Registers at call time (nothing is missed). Once it has started
+        reading, while it holds ``max_buffered_events`` unread events, every stream's
+        ``push()`` waits; cancelling its consumer (at any point, also before it ran) or
+        ``aclose()`` unregisters it."""
         require_loop(self._loop, "VADEngine.events()")
         return self._fanout.events()
 

@@ -34,7 +34,7 @@ _FATAL = (KeyboardInterrupt, SystemExit)
 
 
 class EventIterator(AsyncIterator[SpeechEvent]):
-    """``async for`` over events from its creation on.
+    """``async for`` over events from its creation on (made by ``events()``).
 
     It holds back ``push()`` (while ``max_buffered_events`` are unread) only from
     its first ``__anext__`` on: a consumer task cancelled before it ever ran holds

@@ -300,9 +300,9 @@ class VADStream:
 
         Registers at call time, so call it before pushing the audio whose events
         you want. Raises the stream's :class:`~prevad_rx.StreamFailedError` if it
-        fails. While an iterator holds ``max_buffered_events`` unread events,
-        ``push()`` waits; cancelling its consumer (at any point, also before it
-        started) or ``aclose()`` unregisters it.
+        fails. Once it has started reading, while it holds ``max_buffered_events``
+        unread events, ``push()`` waits; cancelling its consumer (at any point, also
+        before it ran) or ``aclose()`` unregisters it.
         """
         require_loop(self._done.get_loop(), "VADStream.events()")
         return self._fanout.events()

@@ -30,7 +30,6 @@ from prevad_rx._errors import OperatorError, StreamFailedError
 from prevad_rx._types import StreamFailure
 
 __all__ = [
-    "FATAL_EXCEPTIONS",
     "FailedStreams",
     "Handler",
     "Operator",
