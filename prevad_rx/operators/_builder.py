@@ -20,7 +20,7 @@ Each subscription gets its own state, so one operator can be subscribed many tim
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import reactivex
 from reactivex import Observable, abc
@@ -60,8 +60,11 @@ class StreamItem(Protocol):
 
 
 def ends_stream(item: object) -> bool:
-    """Whether ``item`` is its stream's last: ``end_of_stream`` (chunks) or ``is_last``."""
-    return bool(getattr(item, "end_of_stream", False) or getattr(item, "is_last", False))
+    """Whether ``item`` is its stream's last: ``is_last`` (slices, frames) or ``end_of_stream``."""
+    last = getattr(item, "is_last", None)
+    if last is None:
+        last = getattr(item, "end_of_stream", False)
+    return bool(last)
 
 
 def _names(types: type | tuple[type, ...]) -> str:
@@ -180,6 +183,9 @@ def failure_of(
     return error
 
 
+_NO_STATE: Any = object()
+
+
 class _Spec(Generic[I, B, S]):
     __slots__ = ("accepts", "done", "finish", "is_last", "name", "state", "step")
 
@@ -245,9 +251,8 @@ class _PerStream(Generic[I, B, S]):
             return
         outputs: list[B] = []
         try:
-            if sid in self._states:
-                state = self._states[sid]
-            else:
+            state = self._states.get(sid, _NO_STATE)
+            if state is _NO_STATE:
                 state = self._states[sid] = spec.state(item)
             if last and spec.done is not None:
                 self._saw_last.add(sid)

@@ -74,6 +74,10 @@ class _Track:
     tape: _AudioTape | None = None
 
 
+def _is_last(item: FrameProbabilities) -> bool:
+    return item.is_last
+
+
 class _Merger:
     def __init__(self, config: ConfigSource, keep_audio: bool | Callable[[str], bool]) -> None:
         self._config = config
@@ -146,5 +150,9 @@ def merge_segments(
         raise ConfigError(f"config must be a VADConfig or a callable, got {config!r}")
     merger = _Merger(source, keep_audio)
     return per_stream(
-        merger.step, state=merger.open, accepts=FrameProbabilities, name="merge_segments"
+        merger.step,
+        state=merger.open,
+        is_last=_is_last,
+        accepts=FrameProbabilities,
+        name="merge_segments",
     )

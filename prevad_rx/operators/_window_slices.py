@@ -54,6 +54,10 @@ class _Window:
     samples: int = 0  # valid samples at the processing rate
 
 
+def _ends(chunk: AudioChunk) -> bool:
+    return chunk.end_of_stream
+
+
 def _open(chunk: AudioChunk) -> _Window:
     source_rate = chunk.sample_rate
     rate = model_sample_rate(source_rate)
@@ -170,6 +174,7 @@ def window_slices(
         slicer.step,
         state=_open,
         finish=slicer.finish,
+        is_last=_ends,
         accepts=AudioChunk,
         name="window_slices",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -150,6 +151,31 @@ def test_stateless_map_failure_names_the_item(pool: pv.WorkerPool) -> None:
     out = collect([chunk], window_slices(), parallel_map_on_pool(pool, explode))
     assert all(isinstance(o, pv.StreamFailure) for o in out)
     assert "mapping item 0 failed: bad item" in str(out[0].error)
+
+
+def test_stateless_map_failure_fails_its_stream_once_and_drops_the_rest(
+    pool: pv.WorkerPool, speech16k: GoldenFixture
+) -> None:
+    def strict(item: pv.AudioSlice) -> pv.AudioSlice:
+        if item.stream_id == "a" and item.seq == 1:
+            raise asyncio.CancelledError("a BaseException")
+        return item
+
+    chunks = interleave(
+        [
+            chunked("a", speech16k.audio[:16000], [2048]),
+            chunked("b", speech16k.audio[:16000], [2048]),
+        ],
+        np.random.default_rng(3),
+    )
+    out = collect(chunks, window_slices(4), parallel_map_on_pool(pool, strict), reorder_by_seq())
+    failures = [o for o in out if isinstance(o, pv.StreamFailure)]
+    assert [f.stream_id for f in failures] == ["a"]
+    assert isinstance(failures[0].error.__cause__, asyncio.CancelledError)
+    a_items = [o.seq for o in out if isinstance(o, pv.AudioSlice) and o.stream_id == "a"]
+    assert a_items in ([], [0])  # nothing of "a" after its failure
+    b_items = [o.seq for o in out if isinstance(o, pv.AudioSlice) and o.stream_id == "b"]
+    assert b_items == list(range(len(b_items))) and len(b_items) > 4
 
 
 def test_max_pending_bounds_what_a_producer_can_queue(speech16k: GoldenFixture) -> None:
