@@ -127,7 +127,11 @@ class VADEngine:
             (:class:`SliceTimeoutError`) and its worker is replaced; None: no limit.
         audio_operators: operators applied to the ``AudioChunk`` stream before
             slicing (must be synchronous, e.g. ``ops.map``).
-        event_operators: operators applied to the ``SpeechEvent`` stream.
+        event_operators: operators applied to the ``SpeechEvent`` stream; they
+            shape what is delivered (``result.segments`` stays complete).
+            Each user operator is contained (``operators.contain``): its fault
+            or wrong item fails only that stream (:class:`OperatorError`), and an
+            end-of-stream chunk it swallows is put back.
 
     Use ``async with VADEngine(...) as engine`` (or ``await engine.start()`` /
     ``await engine.close()``), then :meth:`open_stream`. Every argument is
