@@ -163,10 +163,13 @@ class EventFanout:
         return EventIterator(queue, self._unregister, self._on_consumed, self._reading.add)
 
     def _unregister(self, queue: asyncio.Queue[Any]) -> None:
+        reading = queue in self._reading
         self._reading.discard(queue)
         if queue in self._queues:
             self._queues.remove(queue)
-            self._on_consumed()
+        elif not reading:
+            return
+        self._on_consumed()
 
     @property
     def backlog(self) -> int:

@@ -156,8 +156,12 @@ async def test_a_config_overflowing_inside_the_segmenter_fails_only_its_stream(
 async def test_an_event_operator_returning_dicts_fails_its_stream_once(
     speech16k: GoldenFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
+    broken = {"a"}
+
     def as_dict(event: pv.SpeechEvent) -> object:
-        return {"stream": event.stream_id, "kind": event.kind} if event.stream_id == "a" else event
+        if event.stream_id in broken:
+            return {"stream": event.stream_id, "kind": event.kind}
+        return event
 
     async with pv.VADEngine(num_workers=2, event_operators=[ops.map(as_dict)]) as engine:
         seen: list[pv.SpeechEvent] = []
@@ -169,6 +173,10 @@ async def test_an_event_operator_returning_dicts_fails_its_stream_once(
                 return_exceptions=True,
             )
         )
+        broken.clear()  # fixed: the id "a" works again
+        reopened = await within(feed(engine.open_stream("a"), speech16k.audio))
+    assert segments_as_lists(reopened.segments) == speech16k.default_segments
+    assert sum(e.kind == "end" and e.stream_id == "a" for e in seen) == len(reopened.segments)
     failure, result_b = results  # type: ignore[misc]
     assert isinstance(failure, pv.OperatorError)
     assert "dict" in str(failure) and "event_operators[0]" in str(failure)

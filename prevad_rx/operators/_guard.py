@@ -7,7 +7,8 @@
   through ``on_error``, as ``reactivex.operators.map`` does) fails that item's
   stream with an :class:`~prevad_rx.OperatorError` naming the operator (the
   exception as ``__cause__``); the operator is subscribed afresh for the other
-  streams, and the failed stream's remaining items are dropped up to its last;
+  streams; with ``end_marker`` (items that mark their stream's end), the failed
+  stream's remaining items are dropped up to its last;
 * an item of the wrong type coming out fails its stream once, the same way;
 * with ``end_marker``, a stream's last item that the operator swallowed (a
   filter that drops the empty end-of-stream chunk, a map that loses the flag) is
@@ -192,7 +193,7 @@ class _Guard:
         if sid in self._failed_now:
             return
         self._failed_now.add(sid)
-        if not last:
+        if not last and self._end_marker is not None:  # items that mark their stream's end
             self._failed.add(sid)
         self._observer.on_next(StreamFailure(sid, error))
 

@@ -156,6 +156,10 @@ def chunk(sid: str, n: int, last: bool = False) -> pv.AudioChunk:
     return pv.AudioChunk(sid, np.full(n, 0.1, np.float32), 16000, last)
 
 
+def end_of(c: pv.AudioChunk) -> pv.AudioChunk:
+    return pv.AudioChunk(c.stream_id, np.zeros(0, np.float32), c.sample_rate, True)
+
+
 def test_contain_fails_one_stream_and_resubscribes_for_the_others() -> None:
     def boom(c: pv.AudioChunk) -> pv.AudioChunk:
         if c.stream_id == "a" and c.samples.size == 2:
@@ -164,7 +168,7 @@ def test_contain_fails_one_stream_and_resubscribes_for_the_others() -> None:
 
     items = [chunk("a", 1), chunk("b", 1), chunk("a", 2), chunk("a", 3), chunk("b", 4)]
     items += [chunk("a", 0, last=True), chunk("a", 5)]
-    out = collect(items, contain(ops.map(boom), pv.AudioChunk, name="boom"))
+    out = collect(items, contain(ops.map(boom), pv.AudioChunk, name="boom", end_marker=end_of))
     summary = [
         (o.stream_id, "failed" if isinstance(o, pv.StreamFailure) else o.samples.size) for o in out
     ]
@@ -175,16 +179,15 @@ def test_contain_fails_one_stream_and_resubscribes_for_the_others() -> None:
 
 
 def test_contain_checks_the_type_and_puts_back_a_swallowed_end() -> None:
-    def end_of(c: pv.AudioChunk) -> pv.AudioChunk:
-        return pv.AudioChunk(c.stream_id, np.zeros(0, np.float32), c.sample_rate, True)
-
     gate = contain(
         ops.filter(lambda c: c.samples.size > 0), pv.AudioChunk, name="gate", end_marker=end_of
     )
     out = collect([chunk("a", 3), chunk("a", 0, last=True)], gate)
     assert [(o.samples.size, o.end_of_stream) for o in out] == [(3, False), (0, True)]
 
-    to_dict = contain(ops.map(lambda c: {"n": c.samples.size}), pv.AudioChunk, name="to_dict")
+    to_dict = contain(
+        ops.map(lambda c: {"n": c.samples.size}), pv.AudioChunk, name="to_dict", end_marker=end_of
+    )
     out = collect([chunk("a", 3), chunk("a", 4), chunk("a", 0, last=True), chunk("b", 1)], to_dict)
     assert len(out) == 2 and isinstance(out[0], pv.StreamFailure)  # once for "a" ...
     assert "to_dict emitted dict" in str(out[0].error)
