@@ -247,7 +247,7 @@ class _PerStream(Generic[I, B, S]):
                 sid,
                 operator=spec.name,
             )
-            self._fail(sid, error, last)
+            self._fail(sid, error, last, item)
             return
         outputs: list[B] = []
         try:
@@ -263,19 +263,25 @@ class _PerStream(Generic[I, B, S]):
         except BaseException as exc:  # noqa: BLE001 - becomes this stream's failure
             for out in outputs:
                 self._emit(out)
-            self._fail(sid, failure_of(spec.name, sid, item, exc), last)
+            self._fail(sid, failure_of(spec.name, sid, item, exc), last, item)
             return
         if ended:
             self._forget(sid)
         for out in outputs:
             self._emit(out)
 
+    def _marks_end(self, item: object) -> bool:
+        """Whether the stream's last item can be told (else nothing is dropped: events)."""
+        if self._spec.is_last is not ends_stream:
+            return True
+        return hasattr(item, "is_last") or hasattr(item, "end_of_stream")
+
     def _forget(self, sid: str) -> None:
         self._states.pop(sid, None)
         self._saw_last.discard(sid)
 
-    def _fail(self, sid: str, error: StreamFailedError, last: bool) -> None:
-        if not last and sid not in self._saw_last:
+    def _fail(self, sid: str, error: StreamFailedError, last: bool, item: object) -> None:
+        if not last and sid not in self._saw_last and self._marks_end(item):
             self._failed.add(sid)
         self._forget(sid)
         self._emit(StreamFailure(sid, error))
@@ -337,7 +343,7 @@ def per_stream(
 
     :class:`~prevad_rx.StreamFailure` items are forwarded untouched (the
     stream's state is dropped); a stream that failed here has its remaining
-    items dropped up to its last one.
+    items dropped up to its last one (where items mark it: not for events).
     """
     spec: _Spec[I, B, S] = _Spec(
         step, state, finish, is_last, done, accepts, name or operator_name(step)

@@ -120,6 +120,7 @@ def test_a_wrong_item_fails_its_stream_once_and_an_anonymous_one_is_a_chain_erro
     @dataclass(frozen=True)
     class Other:
         stream_id: str
+        is_last: bool = False
 
     out = collect([Other("a"), Other("a"), Item("b", 1)], running_sum([]))
     assert [type(o) for o in out] == [pv.StreamFailure, tuple]
@@ -211,3 +212,16 @@ async def test_run_pipeline_returns_everything_once_complete() -> None:
     assert await run_pipeline(rx.from_iterable("ab")) == ["a", "b"]
     with pytest.raises(ValueError, match="bad"):
         await run_pipeline(rx.throw(ValueError("bad")))
+
+
+def test_a_failure_on_items_without_an_end_marker_drops_nothing_later() -> None:
+    """Events mark no stream end: after a failure, the stream's later items still come."""
+
+    def step(state: None, event: pv.SpeechEvent) -> list[pv.SpeechEvent]:
+        if event.sample == 1:
+            raise ValueError("one bad event")
+        return [event]
+
+    events = [pv.SpeechEvent("start", "a", n, 16000, n) for n in (0, 1, 2)]
+    out = collect(events, per_stream(step, state=lambda e: None))
+    assert [type(o).__name__ for o in out] == ["SpeechEvent", "StreamFailure", "SpeechEvent"]
