@@ -72,6 +72,8 @@ def test_the_longest_allowed_durations_still_segment() -> None:
     assert [(s.start_sample, s.end_sample) for s in segments] == [(0, probs.size * 512)]
     patient = pv.VADConfig(min_silence_duration_ms=longest * 1000, max_speech_duration_s=longest)
     segments = pv.segments_from_probabilities(probs, config=patient)
-    assert [(s.start_sample, s.end_sample) for s in segments] == [(10 * 512 - 480, probs.size * 512)]
+    assert [(s.start_sample, s.end_sample) for s in segments] == [
+        (10 * 512 - 480, probs.size * 512)
+    ]
     with pytest.raises(pv.ConfigError, match="MAX_DURATION_S"):
         pv.VADConfig(speech_pad_ms=longest * 1000 * 1.5)
