@@ -515,10 +515,14 @@ class VADEngine:
 
     def _slice_submitted(self, item: AudioSlice | StreamFailure) -> None:
         # Runs synchronously inside push(), on the loop. Failures travel on to
-        # the result subscription, which reports them in order.
+        # the result subscription, which reports them in order; the next push()
+        # raises at once.
         stream = self._streams.get(item.stream_id)
-        if stream is not None and isinstance(item, AudioSlice):
-            stream._on_slice(item)
+        if stream is not None:
+            if isinstance(item, AudioSlice):
+                stream._on_slice(item)
+            else:
+                stream._failed_in_push(item.error)
 
     def _segment_from_worker(self, event: SpeechEvent) -> None:
         if event.segment is not None:

@@ -134,6 +134,7 @@ class VADStream:
         self._slices_done = 0
         self._num_samples = 0
         self._end_sent = False
+        self._failed_on_entry: StreamFailedError | None = None
 
     def __repr__(self) -> str:
         return (
@@ -264,6 +265,8 @@ class VADStream:
     def _check_writable(self) -> None:
         if self._error is not None:
             raise self._error
+        if self._failed_on_entry is not None:
+            raise self._failed_on_entry
         if self._state != "open":
             raise StreamClosedError(f"stream {self.stream_id!r} is closed", self.stream_id)
 
@@ -308,6 +311,12 @@ class VADStream:
         return self._fanout.events()
 
     # ------------------------------------------- engine side (on the event loop)
+
+    def _failed_in_push(self, error: StreamFailedError) -> None:
+        """The stream failed on its way in (an audio operator, slicing): the next
+        ``push()`` raises at once; the failure itself arrives in order with the frames."""
+        if self._failed_on_entry is None:
+            self._failed_on_entry = error
 
     def _on_slice(self, item: AudioSlice) -> None:
         self._slices_submitted += 1

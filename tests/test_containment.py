@@ -90,11 +90,15 @@ async def test_a_raising_audio_operator_fails_only_its_stream(
     operator = ops.map(fails_once_on("a", error))
     async with pv.VADEngine(num_workers=2, audio_operators=[operator]) as engine:
         a, b = engine.open_stream("a"), engine.open_stream("b")
-        for start in range(0, 48000, 8000):  # every push succeeds, also a's third
+        for start in range(0, 24000, 8000):  # the third chunk makes the operator raise
             await a.push(audio[start : start + 8000])
             await b.push(audio[start : start + 8000])
         with pytest.raises(pv.OperatorError) as failed:
-            await within(a.flush())  # visible at the stream's next flush
+            await a.push(audio[24000:32000])  # visible at the stream's next push
+        for start in range(24000, 48000, 8000):  # the neighbour's pushes all succeed
+            await b.push(audio[start : start + 8000])
+        with pytest.raises(pv.OperatorError):
+            await within(a.flush())  # and flush
         result_b = await within(feed(b, audio[48000:]))
         later = await within(feed(engine.open_stream("c"), audio))  # the engine goes on
         again = await within(feed(engine.open_stream("a"), audio))  # and the id is free
