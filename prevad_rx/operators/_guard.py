@@ -110,7 +110,13 @@ class _Guard:
             self._failed.discard(item.stream_id)
             self._observer.on_next(item)
             return
-        sid = item.stream_id
+        sid = getattr(item, "stream_id", None)
+        if not isinstance(sid, str):
+            self._stopped = True
+            self._observer.on_error(
+                TypeError(f"{self._name} got {type(item).__name__}, which names no stream")
+            )
+            return
         last = ends_stream(item)
         if self._failed.drops(sid, last):
             return
