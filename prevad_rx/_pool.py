@@ -108,6 +108,7 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._thread_ids: set[int] = set()
         self._backends: list[Backend] = []
+        self._backend_of: dict[int, Backend] = {}  # worker thread ident -> its backend
         self._ready = 0
         self._start_error: BaseException | None = None
         self._started = False
@@ -230,7 +231,13 @@ class WorkerPool:
             self._spawn(self._next_index).start()  # under the lock: close() joins it
             self._next_index += 1
             self._cond.notify_all()  # the retired worker, if idle, exits now
+            abandoned = self._backend_of.get(ident)
         log.warning("worker thread %d replaced", ident)
+        if abandoned is not None:
+            try:
+                abandoned.abandon()  # let it cancel the stuck call, so the old thread ends
+            except BaseException:
+                log.exception("abandoning the backend of worker thread %d failed", ident)
 
     def _spawn(self, index: int) -> threading.Thread:
         """A new (not yet started) worker thread, recorded for ``close()`` to join."""
@@ -281,6 +288,7 @@ class WorkerPool:
             return
         with self._cond:
             self._backends.append(backend)
+            self._backend_of[threading.get_ident()] = backend
             self._ready += 1
             self._cond.notify_all()
         try:

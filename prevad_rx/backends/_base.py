@@ -109,5 +109,12 @@ class Backend(ABC):
         If it raises, the worker is replaced by a new one with a fresh backend.
         """
 
+    def abandon(self) -> None:  # noqa: B027 - optional hook
+        """The pool gave up on this instance: its call overran its deadline and a fresh
+        worker took its place. Called from **another thread** while the call may still run;
+        must return quickly. A backend whose calls can be interrupted (a remote request, a
+        device queue) should cancel them here, so the stuck worker thread ends; the call's
+        result is ignored either way, and ``close()`` follows on the owning thread."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model; called on the owning worker thread."""

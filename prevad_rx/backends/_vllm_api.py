@@ -230,6 +230,9 @@ class VllmApiBackend(Backend):
         self._max_concurrency = max_concurrency
         self._verify = verify
         self._hub: _Hub | None = None
+        self._calls_lock = threading.Lock()
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._abandoned = False
 
     def __repr__(self) -> str:
         return (
@@ -257,9 +260,28 @@ class VllmApiBackend(Backend):
 
         def round_trip(batch: list[tuple[np.ndarray, np.ndarray]]) -> list[Any]:
             future = hub.submit(self._gather(hub, batch))
-            return future.result()  # type: ignore[no-any-return]
+            with self._calls_lock:
+                if self._abandoned:
+                    future.cancel()
+                self._calls.add(future)
+            try:
+                return future.result()  # type: ignore[no-any-return]
+            except concurrent.futures.CancelledError:
+                raise self._error("request cancelled: the worker was replaced") from None
+            finally:
+                with self._calls_lock:
+                    self._calls.discard(future)
 
         return run_in_rounds(requests, round_trip)
+
+    def abandon(self) -> None:
+        """Cancel the requests in flight (the pool replaced this worker after a deadline),
+        so the stuck worker thread ends now instead of after every retry."""
+        with self._calls_lock:
+            self._abandoned = True
+            calls = list(self._calls)
+        for future in calls:
+            future.cancel()
 
     async def _gather(
         self, hub: _Hub, batch: list[tuple[np.ndarray, np.ndarray]]

@@ -310,3 +310,26 @@ def test_bad_options() -> None:
         pv.create_backend("vllm-api", url="http://x", retries=-1)
     with pytest.raises(pv.BackendError, match="bad options"):
         pv.create_backend("vllm-api")  # url is required
+
+
+async def test_a_worker_replaced_at_the_engine_deadline_stops_its_request(
+    server: FakeVllmServer, speech16k: GoldenFixture
+) -> None:
+    """The engine's slice deadline (0.5 s) fires long before the backend's own (30 s x 4
+    attempts): the pool abandons the stuck backend, which cancels its request, so no thread
+    is left blocked in it once the engine has closed."""
+    server.mode, server.drip_interval_s = "drip", 0.2
+    before = _prevad_threads()
+    started = time.monotonic()
+    async with pv.VADEngine(
+        "vllm-api", 1, backend_options={"url": server.url, "timeout": 30.0}, min_slice_timeout=0.5
+    ) as engine:
+        stream = engine.open_stream("s")
+        await stream.push(speech16k.audio[:16000])
+        with pytest.raises(pv.SliceTimeoutError):
+            await stream.close()
+    give_up = time.monotonic() + 5
+    while _prevad_threads() != before and time.monotonic() < give_up:
+        await asyncio.sleep(0.05)
+    assert _prevad_threads() == before and not _vllm_api._Hub._hubs
+    assert time.monotonic() - started < 10  # not the backend's 120 s of attempts
