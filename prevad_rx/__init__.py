@@ -37,6 +37,7 @@ from prevad_rx._errors import (
     OperatorError,
     PrevadError,
     RemoteBackendError,
+    ShardFailedError,
     SliceOrderError,
     SliceTimeoutError,
     StreamClosedError,
@@ -52,6 +53,12 @@ from prevad_rx._model_stage import StageStatistics
 from prevad_rx._pool import PoolStatistics, WorkerPool
 from prevad_rx._runtime import aiter_observable, run, uvloop_available
 from prevad_rx._segmenter import segments_from_probabilities
+from prevad_rx._sharded import (
+    ShardedEngineStatistics,
+    ShardedStream,
+    ShardedVADEngine,
+    ShardStatistics,
+)
 from prevad_rx._stream import BackpressurePolicy, StreamState, StreamStatistics, VADStream
 from prevad_rx._types import (
     AudioChunk,
@@ -93,6 +100,11 @@ __all__ = [
     "PrevadError",
     "RemoteBackendError",
     "Segment",
+    "ShardFailedError",
+    "ShardStatistics",
+    "ShardedEngineStatistics",
+    "ShardedStream",
+    "ShardedVADEngine",
     "SliceOrderError",
     "SliceTimeoutError",
     "SpeechEvent",

@@ -13,7 +13,8 @@
     │   └── StreamFailedError       processing failed; ``seq`` names the slice, ``__cause__`` why
     │       ├── SliceOrderError     a slice was lost, duplicated or arrived too far out of order
     │       ├── SliceTimeoutError   a model call on the stream's slice took too long
-    │       └── OperatorError       an operator raised on the stream's item or emitted a wrong item
+    │       ├── OperatorError       an operator raised on the stream's item or emitted a wrong item
+    │       └── ShardFailedError    the shard process that ran the stream ended (ShardedVADEngine)
     ├── BackendError                a model backend failed or is unavailable
     │   ├── UnknownBackendError     no backend registered under that name (also a LookupError)
     │   ├── BackendUnavailableError its optional dependencies are missing
@@ -37,6 +38,7 @@ __all__ = [
     "OperatorError",
     "PrevadError",
     "RemoteBackendError",
+    "ShardFailedError",
     "SliceOrderError",
     "SliceTimeoutError",
     "StreamClosedError",
@@ -117,6 +119,25 @@ class OperatorError(StreamFailedError):
     ) -> None:
         super().__init__(message, stream_id, seq)
         self.operator = operator
+
+
+class ShardFailedError(StreamFailedError):
+    """The shard process running the stream ended unexpectedly (:class:`ShardedVADEngine`);
+    only that shard's streams fail, and the shard is replaced for new streams.
+
+    ``shard`` is the shard's index.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        stream_id: str | None = None,
+        seq: int | None = None,
+        *,
+        shard: int | None = None,
+    ) -> None:
+        super().__init__(message, stream_id, seq)
+        self.shard = shard
 
 
 class BackpressureError(StreamError):

@@ -1,0 +1,322 @@
+"""The shard process: an ordinary :class:`VADEngine` on its own event loop, driven over pipes.
+
+The user's process sends batches of small records (open, audio, flush, close,
+stop) over the command pipe; audio samples lie in the shard's shared memory ring
+(:mod:`prevad_rx._shard_ring`). Each stream's records run in order on one pump
+task. Results go back in batches, one per loop iteration, written by a thread so
+that the loop never blocks on a full pipe (it always goes on reading commands):
+
+* ``("ready", pid, sample_rates)`` / ``("fatal", message)`` once at start;
+* ``("ack", position)``: ring space consumed up to ``position``;
+* ``("progress", slot, taken, frames_submitted, frames_processed, slices_in_flight, segments)``;
+* ``("event", slot, event)``, ``("flushed", slot, token)``, ``("closed", slot, result)``;
+* ``("failed", slot, error, cause)``: the stream failed (its later records are dropped);
+* ``("stopped",)`` after the engine closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import queue
+import signal
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from prevad_rx._engine import VADEngine
+from prevad_rx._errors import StreamFailedError
+from prevad_rx._runtime import run
+from prevad_rx._shard_ring import RingReader
+from prevad_rx._stream import VADStream
+from prevad_rx._types import Segment, SpeechEvent
+
+__all__: list[str] = []  # internal to ShardedVADEngine
+
+#: how often (s) open streams report their counters when nothing else happens
+PROGRESS_INTERVAL = 0.1
+
+
+def portable_error(error: BaseException, stream_id: str) -> tuple[StreamFailedError, Any]:
+    """``error`` (and its cause) as they can cross the pipe: pickled errors lose ``__cause__``."""
+    if not isinstance(error, StreamFailedError):
+        wrapped = StreamFailedError(f"stream {stream_id!r} failed in its shard: {error}", stream_id)
+        wrapped.__cause__ = error
+        error = wrapped
+    try:
+        pickle.dumps(error)
+    except Exception:  # noqa: BLE001 - replaced by an error that crosses
+        error = StreamFailedError(str(error), stream_id)
+    cause = error.__cause__
+    try:
+        pickle.dumps(cause)
+    except Exception:  # noqa: BLE001 - the cause stays behind
+        cause = None
+    return error, cause
+
+
+@dataclass
+class _Slot:
+    stream: VADStream
+    pending: deque[tuple[Any, ...]] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    taken: int = 0
+    segments_sent: int = 0
+    frames_reported: int = -1
+    failed: bool = False
+
+
+class _ShardRunner:
+    def __init__(
+        self, commands: Connection, results: Connection, ring: RingReader, options: bytes
+    ) -> None:
+        self._commands = commands
+        self._results = results
+        self._ring = ring
+        self._options = options
+        self._slots: dict[int, _Slot] = {}
+        self._out: list[tuple[Any, ...]] = []
+        self._dirty: set[int] = set()
+        self._flush_scheduled = False
+        self._acked = 0
+        self._outgoing: queue.SimpleQueue[list[tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._write_loop, name="prevad-rx-shard-writer", daemon=True
+        )
+        self._engine: VADEngine | None = None
+        self._stop: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._writer.start()
+        try:
+            try:
+                engine = VADEngine(**pickle.loads(self._options))
+                await engine.start()
+            except BaseException as exc:  # noqa: BLE001 - reported, then the shard exits
+                self._post(("fatal", f"{type(exc).__name__}: {exc}"))
+                return
+            self._engine = engine
+            rates = tuple(sorted(engine.pool.probe().sample_rates))
+            self._post(("ready", os.getpid(), rates))
+            self._stop = loop.create_future()
+            fd = self._commands.fileno()
+            loop.add_reader(fd, self._on_commands)
+            ticker = loop.create_task(self._report_progress())
+            try:
+                await self._stop
+            finally:
+                loop.remove_reader(fd)
+                ticker.cancel()
+                for slot in self._slots.values():
+                    if slot.task is not None:
+                        slot.task.cancel()
+                await engine.close()
+                self._post(("stopped",))
+        finally:
+            self._flush()
+            self._outgoing.put(None)
+            await loop.run_in_executor(None, self._writer.join)
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._outgoing.get()
+            if batch is None:
+                return
+            try:
+                self._results.send(batch)
+            except (OSError, EOFError):  # the user's process is gone
+                return
+
+    # ------------------------------------------------------------------ commands
+
+    def _on_commands(self) -> None:
+        try:
+            while self._commands.poll():
+                for record in self._commands.recv():
+                    self._handle(record)
+        except (EOFError, OSError):  # the user's process is gone: stop
+            if self._stop is not None and not self._stop.done():
+                self._stop.set_result(None)
+            return
+        self._post(("ack", self._acked))
+
+    def _handle(self, record: tuple[Any, ...]) -> None:
+        kind = record[0]
+        if kind == "audio":
+            _, slot_id, offset, length, end = record
+            samples = self._ring.read(offset, length)
+            self._acked = max(self._acked, end)
+            self._queue(slot_id, ("audio", samples))
+        elif kind == "open":
+            self._open(*record[1:])
+        elif kind in ("flush", "close"):
+            self._queue(record[1], record)
+        elif kind == "stop" and self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
+
+    def _open(
+        self,
+        slot_id: int,
+        stream_id: str,
+        sample_rate: int,
+        config: Any,
+        keep_probabilities: bool,
+        keep_audio: bool,
+    ) -> None:
+        assert self._engine is not None
+        try:
+            stream = self._engine.open_stream(
+                stream_id,
+                sample_rate=sample_rate,
+                config=config,
+                keep_probabilities=keep_probabilities,
+                keep_audio=keep_audio,
+            )
+        except Exception as exc:  # noqa: BLE001 - fails this stream only
+            self._post(("failed", slot_id, *portable_error(exc, stream_id)))
+            return
+        slot = _Slot(stream)
+        self._slots[slot_id] = slot
+        stream.subscribe(lambda event: self._on_event(slot_id, slot, event))
+
+    def _queue(self, slot_id: int, op: tuple[Any, ...]) -> None:
+        slot = self._slots.get(slot_id)
+        if slot is None:
+            return  # failed at open; the user's side knows
+        slot.pending.append(op)
+        if slot.task is None:
+            slot.task = self._loop.create_task(self._pump(slot_id, slot))
+
+    async def _pump(self, slot_id: int, slot: _Slot) -> None:
+        stream = slot.stream
+        try:
+            while slot.pending:
+                op = slot.pending.popleft()
+                kind = op[0]
+                if slot.failed:
+                    if kind == "audio":
+                        slot.taken += 1
+                        self._dirty.add(slot_id)
+                    elif kind == "close":
+                        self._slots.pop(slot_id, None)
+                    continue
+                try:
+                    if kind == "audio":
+                        await stream.push(op[1])
+                        slot.taken += 1
+                    elif kind == "flush":
+                        await stream.flush()
+                        self._progress(slot_id, slot)
+                        self._post(("flushed", slot_id, op[2]))
+                    else:
+                        result = await stream.close()
+                        self._progress(slot_id, slot)
+                        self._post(("closed", slot_id, result))
+                        self._slots.pop(slot_id, None)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - fails this stream only
+                    if kind == "audio":
+                        slot.taken += 1
+                    self._fail(slot_id, slot, stream.error or exc)
+                    if kind == "close":
+                        self._slots.pop(slot_id, None)
+                self._dirty.add(slot_id)
+                self._schedule_flush()
+        finally:
+            slot.task = None
+            if slot.failed:
+                self._slots.pop(slot_id, None)
+
+    def _fail(self, slot_id: int, slot: _Slot, error: BaseException) -> None:
+        if not slot.failed:
+            slot.failed = True
+            self._post(("failed", slot_id, *portable_error(error, slot.stream.stream_id)))
+        if slot.task is None:  # nothing more comes for it: forget it now
+            self._slots.pop(slot_id, None)
+
+    def _on_event(self, slot_id: int, slot: _Slot, event: SpeechEvent) -> None:
+        if event.kind == "error":
+            if event.error is not None:
+                self._fail(slot_id, slot, event.error)
+        else:
+            self._post(("event", slot_id, event))
+
+    async def _report_progress(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            for slot_id, slot in self._slots.items():
+                if slot.stream.statistics().frames_processed != slot.frames_reported:
+                    self._dirty.add(slot_id)
+            if self._dirty:
+                self._schedule_flush()
+
+    # ------------------------------------------------------------------ results
+
+    def _progress(self, slot_id: int, slot: _Slot) -> None:
+        self._dirty.discard(slot_id)
+        stats = slot.stream.statistics()
+        new_segments: tuple[Segment, ...] = ()
+        if stats.segments > slot.segments_sent:
+            new_segments = tuple(slot.stream.segments[slot.segments_sent :])
+            slot.segments_sent = stats.segments
+        slot.frames_reported = stats.frames_processed
+        taken, slot.taken = slot.taken, 0
+        self._out.append(
+            (
+                "progress",
+                slot_id,
+                taken,
+                stats.frames_submitted,
+                stats.frames_processed,
+                stats.slices_in_flight,
+                new_segments,
+            )
+        )
+
+    def _post(self, message: tuple[Any, ...]) -> None:
+        self._out.append(message)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for slot_id in list(self._dirty):
+            slot = self._slots.get(slot_id)
+            if slot is not None:
+                self._progress(slot_id, slot)
+            else:
+                self._dirty.discard(slot_id)
+        if self._out:
+            batch, self._out = self._out, []
+            self._outgoing.put(batch)
+
+
+def shard_main(
+    commands: Connection,
+    results: Connection,
+    ring_name: str,
+    ring_capacity: int,
+    options: bytes,
+    use_uvloop: bool,
+) -> None:
+    """Entry point of a shard process (spawned by :class:`ShardedVADEngine`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the user's process decides when to stop
+    ring = RingReader(ring_name, ring_capacity)
+    try:
+        run(_ShardRunner(commands, results, ring, options).run(), use_uvloop=use_uvloop)
+    finally:
+        ring.close()
+        commands.close()
+        results.close()
