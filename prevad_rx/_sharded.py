@@ -241,15 +241,15 @@ class _Shard:
         with contextlib.suppress(Exception):
             self.loop.remove_reader(self.results.fileno())
         expected = self.state in ("closing", "closed")
+        was_ready = self.state == "ready"
         self.state = "closed" if expected else "failed"
         self.results.close()
         self.commands.close()
         self.ring.close()
         self.outbox.clear()
-        code = self.process.exitcode
-        why = self.fatal or (
-            f"exit code {code}" if code is not None else "its pipe closed unexpectedly"
-        )
+        if not expected:
+            self.process.join(0.1)  # it has closed its pipe: its exit status is due
+        why = self.fatal or _exit_reason(self.process.exitcode)
         error = BackendError(f"shard {self.index} (process {self.pid}) ended: {why}")
         if not self.ready.done():
             self.ready.set_exception(error)
@@ -267,6 +267,8 @@ class _Shard:
                 stream._fail(failure)
             self.streams.clear()
         self.ended.set_result(None)
+        if was_ready:
+            self.engine._replace(self)
 
     async def stop(self, timeout: float) -> None:
         """Ask the shard to stop, wait for it (killing it after ``timeout`` s), reap it."""
@@ -282,6 +284,14 @@ class _Shard:
         await self.loop.run_in_executor(None, _reap, self.process, 2.0)
         self.lost()  # no-op once ended; else closes what is left
         self.process.close()
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "its pipe closed unexpectedly"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _reap(process: BaseProcess, timeout: float) -> None:
@@ -400,11 +410,7 @@ class ShardedStream:
                     )
             for piece in pieces:
                 if self.backpressure == "wait":
-                    await self._signal.wait_until(
-                        lambda n=piece.size: (
-                            self._state != "open" or (self._has_room() and ring.fits_all([n]))
-                        )
-                    )
+                    await self._signal.wait_until(self._room_for(piece.size))
                     self._check_writable()
                 offset, end = ring.write(piece)
                 self._shard.send(("audio", self._slot, offset, piece.size, end))
@@ -829,17 +835,21 @@ class ShardedVADEngine:
         if self._placement == "hash":
             index = zlib.crc32(stream_id.encode()) % self._num_shards
         else:
-            index = min(
-                range(self._num_shards),
-                key=lambda i: (self._shards[i].state == "failed", len(self._shards[i].streams)),
-            )
+            index = min(range(self._num_shards), key=lambda i: len(self._shards[i].streams))
         shard = self._shards[index]
-        if shard.state == "failed":  # replace it, for this stream and those to come
-            self._retired.append(shard)
-            shard = self._shards[index] = _Shard(
-                self, index, shard.restarts + 1, self._ring_samples
-            )
+        if shard.state == "failed":  # its replacement failed to start: try again
+            shard = self._replace(shard)
         return shard
+
+    def _replace(self, shard: _Shard) -> _Shard:
+        """Start a new process in a failed shard's place (while the engine runs)."""
+        if self._state != "running" or self._shards[shard.index] is not shard:
+            return shard
+        self._retired.append(shard)
+        fresh = self._shards[shard.index] = _Shard(
+            self, shard.index, shard.restarts + 1, self._ring_samples
+        )
+        return fresh
 
     # ---------------------------------------------------------- all streams' events
 

@@ -1,0 +1,336 @@
+"""ShardedVADEngine: streams in shard processes, exact to the in-process engine."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from reactivex import Observable
+from reactivex import operators as ops
+
+import prevad_rx as pv
+from tests.conftest import ROOT, GoldenFixture, segments_as_lists
+
+# ------------------------------------------------------------ picklable operators
+
+
+def silence_muted(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChunk]:
+    """An audio operator (module level, so it can run in a shard): zeroes streams named muted-*."""
+    return source.pipe(
+        ops.map(
+            lambda c: (
+                pv.AudioChunk(c.stream_id, c.samples * 0, c.sample_rate, c.end_of_stream)
+                if c.stream_id.startswith("muted")
+                else c
+            )
+        )
+    )
+
+
+def only_ends(source: Observable[pv.SpeechEvent]) -> Observable[pv.SpeechEvent]:
+    """An event operator that lets only ``end`` events through."""
+    return source.pipe(ops.filter(lambda e: e.kind == "end"))
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def reference(pool: pv.WorkerPool, fixture: GoldenFixture) -> pv.StreamResult:
+    """The in-process engine's result for a fixture, in one chunk."""
+
+    async def main() -> pv.StreamResult:
+        async with pv.VADEngine(pool=pool) as engine:
+            stream = engine.open_stream(sample_rate=fixture.sample_rate, keep_probabilities=True)
+            await stream.push(fixture.audio)
+            return await stream.close()
+
+    return asyncio.run(main())
+
+
+def chunks(audio: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Random chunk sizes, from a few samples to two seconds."""
+    i = 0
+    while i < audio.size:
+        n = int(rng.choice([rng.integers(1, 600), rng.integers(600, 4000), 32000]))
+        yield audio[i : i + n]
+        i += n
+
+
+def shm_names(engine: pv.ShardedVADEngine) -> list[str]:
+    return [s.ring.name for s in engine._shards + engine._retired]
+
+
+def assert_nothing_left(names: list[str]) -> None:
+    assert multiprocessing.active_children() == []
+    for name in names:
+        assert not Path("/dev/shm", name.lstrip("/")).exists(), name
+
+
+# --------------------------------------------------------------------- tests
+
+
+def test_many_streams_with_random_chunkings_are_exact(
+    pool: pv.WorkerPool, all_fixtures: tuple[GoldenFixture, ...]
+) -> None:
+    """24 concurrent streams over 2 shards x 1 worker, each chunked at random: probabilities
+    and segments equal the in-process engine's; events reach the stream's subscribers, its
+    iterator and the engine's; flush() waits for the events; both shards carry load."""
+    expected = {f.file: reference(pool, f) for f in all_fixtures}
+    rng = np.random.default_rng(7)
+
+    async def feed(
+        engine: pv.ShardedVADEngine, name: str, fixture: GoldenFixture, seed: int
+    ) -> tuple[pv.StreamResult, list[pv.SpeechEvent], list[pv.SpeechEvent]]:
+        stream = engine.open_stream(name, sample_rate=fixture.sample_rate, keep_probabilities=True)
+        seen: list[pv.SpeechEvent] = []
+        stream.subscribe(seen.append)
+        iterated: list[pv.SpeechEvent] = []
+
+        async def consume() -> None:
+            async for event in stream.events():
+                iterated.append(event)
+
+        reader = asyncio.create_task(consume())
+        half = fixture.audio.size // 2
+        for chunk in chunks(fixture.audio[:half], np.random.default_rng(seed)):
+            await stream.push(chunk)
+        await stream.flush()
+        # flush returned: every event of the audio so far has been delivered
+        ends = [e for e in seen if e.kind == "end"]
+        assert len(ends) == len(stream.segments)
+        assert stream.statistics().frames_processed == stream.statistics().frames_submitted
+        for chunk in chunks(fixture.audio[half:], np.random.default_rng(seed + 1)):
+            await stream.push(chunk)
+        result = await stream.close()
+        await reader
+        return result, seen, iterated
+
+    async def main() -> None:
+        async with pv.ShardedVADEngine(shards=2, workers_per_shard=1) as engine:
+            everything: list[pv.SpeechEvent] = []
+            engine.subscribe(everything.append)
+            jobs = []
+            for i in range(24):
+                fixture = all_fixtures[i % len(all_fixtures)]
+                jobs.append(
+                    (f"s{i}", fixture, feed(engine, f"s{i}", fixture, int(rng.integers(1e9))))
+                )
+            outcomes = await asyncio.gather(*(job for _, _, job in jobs))
+            stats = engine.statistics()
+            assert [s.streams_opened for s in stats.shards] == [12, 12]
+            assert all(s.frames_processed > 0 and s.state == "ready" for s in stats.shards)
+            assert stats.open_streams == 0 and stats.streams_opened == 24
+            for (name, fixture, _), (result, seen, iterated) in zip(jobs, outcomes, strict=True):
+                want = expected[fixture.file]
+                assert result.stream_id == name
+                assert result.probabilities is not None and want.probabilities is not None
+                np.testing.assert_array_equal(result.probabilities, want.probabilities)
+                assert segments_as_lists(result.segments) == segments_as_lists(want.segments)
+                assert result.num_samples == want.num_samples
+                ends = [e.segment for e in seen if e.kind == "end"]
+                assert segments_as_lists(ends) == segments_as_lists(want.segments)
+                assert [e.kind for e in seen].count("start") == len(want.segments)
+                assert iterated == seen
+                mine = [e for e in everything if e.stream_id == name]
+                assert mine == seen
+
+    pv.run(main())
+
+
+def test_a_killed_shard_fails_only_its_streams_and_is_replaced(
+    pool: pv.WorkerPool, speech16k: GoldenFixture
+) -> None:
+    """SIGKILL one shard: its streams fail with ShardFailedError (push, close, events(),
+    engine events), the other shard's streams stay exact, a new stream runs in a
+    replacement process, and close leaves no process or shared memory behind."""
+    want = reference(pool, speech16k)
+    audio = speech16k.audio
+    names: list[str] = []
+
+    async def main() -> None:
+        async with pv.ShardedVADEngine(shards=2) as engine:
+            errors: list[pv.SpeechEvent] = []
+            engine.subscribe(lambda e: errors.append(e) if e.kind == "error" else None)
+            streams = [engine.open_stream(f"s{i}", keep_probabilities=True) for i in range(4)]
+            victims = [s for s in streams if s.shard == 0]
+            survivors = [s for s in streams if s.shard == 1]
+            assert len(victims) == len(survivors) == 2
+            iterator = victims[0].events()
+            for s in streams:
+                await s.push(audio[:48000])
+            dead_pid = engine.shard_pids()[0]
+            assert dead_pid is not None
+            os.kill(dead_pid, signal.SIGKILL)
+            with pytest.raises(pv.ShardFailedError) as caught:
+                await victims[0].close()
+            assert caught.value.shard == 0 and caught.value.stream_id == "s0"
+            assert "shard 0" in str(caught.value)
+            with pytest.raises(pv.ShardFailedError):
+                await victims[1].push(audio[48000:96000])
+            with pytest.raises(pv.ShardFailedError):
+                async for _ in iterator:
+                    pass
+            assert victims[1].state == "failed"
+            assert sorted(e.stream_id for e in errors) == [v.stream_id for v in victims]
+            for s in survivors:
+                await s.push(audio[48000:])
+                result = await s.close()
+                assert result.probabilities is not None and want.probabilities is not None
+                np.testing.assert_array_equal(result.probabilities, want.probabilities)
+            # the dead shard is replaced for new streams, and the same id can be used again
+            again = engine.open_stream("s0", keep_probabilities=True)
+            assert again.shard == 0
+            await again.push(audio)
+            result = await again.close()
+            assert segments_as_lists(result.segments) == segments_as_lists(want.segments)
+            shard0 = engine.statistics().shards[0]
+            assert shard0.restarts == 1 and shard0.pid != dead_pid and shard0.state == "ready"
+            names.extend(shm_names(engine))
+
+    pv.run(main(), use_uvloop=False)
+    assert_nothing_left(names)
+
+
+def test_backpressure_operators_and_close_with_open_streams(
+    pool: pv.WorkerPool, speech16k: GoldenFixture
+) -> None:
+    """One shard with a tiny ring and a budget of two chunks per stream: pushes larger than
+    the ring still arrive whole and exact; "error" refuses a push while the stream is full;
+    picklable audio and event operators run in the shard; closing the engine with open
+    streams finishes them."""
+    want = reference(pool, speech16k)
+    audio = speech16k.audio
+    names: list[str] = []
+
+    async def main() -> None:
+        engine = pv.ShardedVADEngine(
+            shards=1,
+            ring_samples=4096,
+            max_pending_chunks=2,
+            audio_operators=[silence_muted],
+            event_operators=[only_ends],
+        )
+        async with engine:
+            loud = engine.open_stream("loud", keep_probabilities=True)
+            muted = engine.open_stream("muted-1")
+            kinds: list[str] = []
+            loud.subscribe(lambda e: kinds.append(e.kind))
+            peak = 0
+            for i in range(0, audio.size, 20000):  # each push is 5 ring-sized pieces
+                await loud.push(audio[i : i + 20000])
+                await muted.push(audio[i : i + 20000])
+                peak = max(peak, engine.statistics().shards[0].ring_used_samples)
+            assert peak <= 4096
+            result = await loud.close()
+            assert result.probabilities is not None and want.probabilities is not None
+            np.testing.assert_array_equal(result.probabilities, want.probabilities)
+            # the event operator shaped what was delivered, not the result
+            assert set(kinds) == {"end"} and len(kinds) == len(want.segments)
+            assert segments_as_lists(result.segments) == segments_as_lists(want.segments)
+            assert (await muted.close()).segments == ()
+
+            eager = engine.open_stream("eager", backpressure="error")
+            await eager.push(audio[:512])
+            await eager.push(audio[512:1024])
+            with pytest.raises(pv.BackpressureError):
+                await eager.push(audio[1024:1536])  # two chunks in the shard, not yet taken
+            await eager.flush()
+            await eager.push(audio[1024:1536])  # room again
+
+            left_open = engine.open_stream("left-open")
+            await left_open.push(audio)
+            names.extend(shm_names(engine))
+        assert left_open.state == "closed" and eager.state == "closed"
+        assert segments_as_lists((await left_open.close()).segments) == segments_as_lists(
+            want.segments
+        )
+        with pytest.raises(pv.StreamClosedError):
+            await left_open.push(audio[:512])
+        with pytest.raises(pv.ClosedError):
+            engine.open_stream("late")
+
+    pv.run(main())
+    assert_nothing_left(names)
+
+
+def lambda_operator() -> Callable[[Observable[Any]], Observable[Any]]:
+    return ops.map(lambda c: c)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shards": 0}, "shards must be an int >= 1"),
+        ({"workers_per_shard": True}, "workers_per_shard"),
+        ({"placement": "random"}, "placement"),
+        ({"backpressure": "drop_oldest"}, "'wait' or 'error'"),
+        ({"ring_samples": 100}, "ring_samples"),
+        ({"start_timeout": 0}, "start_timeout"),
+        ({"max_pending_slices": 0}, "max_pending_slices"),
+        ({"audio_operators": [lambda_operator()]}, "picklable"),
+        ({"event_operators": [lambda s: s]}, "picklable"),
+        ({"backend": "no-such-backend"}, "no-such-backend"),
+    ],
+)
+def test_bad_arguments_are_config_errors_before_any_process_starts(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    error: type[Exception] = pv.UnknownBackendError if kwargs.get("backend") else pv.ConfigError
+    with pytest.raises(error, match=re.escape(message)):
+        pv.ShardedVADEngine(**kwargs)
+    assert multiprocessing.active_children() == []
+
+
+def test_open_stream_checks_its_arguments(speech16k: GoldenFixture) -> None:
+    async def main() -> None:
+        engine = pv.ShardedVADEngine(shards=1)
+        with pytest.raises(pv.ClosedError):
+            engine.open_stream("early")
+        async with engine:
+            stream = engine.open_stream("a")
+            with pytest.raises(pv.DuplicateStreamError):
+                engine.open_stream("a")
+            with pytest.raises(pv.ConfigError):
+                engine.open_stream(3)  # type: ignore[arg-type]
+            with pytest.raises(pv.ConfigError):
+                engine.open_stream("b", config={"threshold": 0.5})  # type: ignore[arg-type]
+            with pytest.raises(pv.AudioFormatError):
+                await stream.push(np.full(512, np.nan, np.float32))
+            await stream.push(b"")  # empty: a no-op
+            await stream.push(np.zeros(512, np.int16))
+            resampled = engine.open_stream("c", sample_rate=44100)
+            await resampled.push(speech16k.audio[:44100])
+            assert (await resampled.close()).sample_rate == 16000
+            assert (await stream.close()).num_samples == 512
+
+    pv.run(main())
+
+
+def test_the_docs_example_runs(tmp_path: Path) -> None:
+    """docs/shards.md's example, run as a script (shards import the main module)."""
+    text = (ROOT / "docs" / "shards.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("caller-0: ") and len(lines) == 9
+    assert "resource_tracker" not in proc.stderr
