@@ -1,0 +1,618 @@
+"""The model stage's bookkeeping: lanes, queues, batch selection and failures.
+
+A :class:`LaneTable` holds what the stage knows about its streams and decides
+what runs next; it starts no thread and takes no lock (its owner serializes
+every call). Each stream id has a :class:`Lane` per *generation*: a stream id
+reused after its last slice gets a new lane that waits until the old one has
+emitted everything.
+
+Input: slices in ``seq`` order per stream (:meth:`LaneTable.submit`), upstream
+failures (:meth:`LaneTable.fail`), and what the backend calls returned.
+Output: batches to run (:class:`EncodeBatch`, :class:`DecodeBatch`) and, after
+each step, a :class:`Followup`: the failures to emit, the pool tasks to
+start, whether the stage is done.
+
+The life of a slice: queued for encoding (if the lane's rate can be encoded
+and it has frames), then *ready* in its lane until the lane's decode reaches
+its ``seq``; a lane whose next slice is ready waits in the ready queue. A
+lane is *busy* while a worker holds it (decoding, emitting, or emitting its
+failure). A slice is *in flight* from :meth:`LaneTable.submit` until it is
+emitted or dropped with its stream; that count is kept in one place
+(``_release``), which also reports it to ``on_release``.
+
+After a failure the lane is retired and the stream's remaining slices are
+dropped up to its last (:class:`~prevad_rx.operators.FailedStreams`). A batch
+whose call overran its deadline is undone: alone, it fails its stream with a
+:class:`~prevad_rx.SliceTimeoutError`; with several streams, each is run
+again alone (*solo*) until it succeeds, so only the culprit fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from prevad_rx._errors import SliceTimeoutError, StreamFailedError
+from prevad_rx._types import AudioSlice, StreamFailure
+from prevad_rx.operators._builder import FailedStreams
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from prevad_rx.backends import ModelResult
+
+__all__ = [
+    "DecodeBatch",
+    "EncodeBatch",
+    "Followup",
+    "Lane",
+    "LaneTable",
+    "StageStatistics",
+    "TaskSlots",
+    "Work",
+]
+
+#: No task to start (``submit`` of a slice that was dropped).
+NO_TASKS = (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class StageStatistics:
+    """A snapshot of the model stage: queues, in-flight work and counters."""
+
+    streams: int
+    queued_encode_slices: int
+    encoded_waiting_slices: int
+    decoding_streams: int
+    in_flight_slices: int
+    frames_processed: int
+    encode_calls: int
+    decode_calls: int
+    decoded_streams: int
+    failed_streams: int
+    timed_out_calls: int
+
+    @property
+    def mean_streams_per_decode(self) -> float:
+        return self.decoded_streams / self.decode_calls if self.decode_calls else 0.0
+
+
+@dataclass(slots=True)
+class Work:
+    """A slice waiting to be decoded, with its encoder features (None: decoded from audio)."""
+
+    slice: AudioSlice
+    features: NDArray[np.float32] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Lane:
+    """One stream's place in the stage (one *generation* of a stream id)."""
+
+    stream_id: str
+    sample_rate: int
+    encodable: bool
+    state: NDArray[np.float32]
+    next_seq: int = 0
+    ready: dict[int, Work] = field(default_factory=dict)
+    queued: int = 0  # slices submitted and not yet emitted or dropped
+    busy: bool = False  # a worker holds the lane (decoding or emitting)
+    in_ready_queue: bool = False
+    saw_last: bool = False  # upstream sends nothing more for this stream
+    gone: bool = False  # finished or failed; its remaining work is dropped
+    waiting_for: Lane | None = None  # the previous generation, still emitting
+    successor: Lane | None = None
+    error: StreamFailedError | None = None
+    solo: bool = False  # after a timed-out batch: run alone until it succeeds
+
+    def is_ready(self) -> bool:
+        return (
+            not self.busy
+            and not self.gone
+            and self.error is None
+            and self.waiting_for is None
+            and self.next_seq in self.ready
+        )
+
+
+class TaskSlots:
+    """Pool tasks of one kind queued or running: at most one per worker.
+
+    A task takes its share of the queue and re-queues itself while work
+    remains, so a burst is batched instead of waking a worker per slice.
+    """
+
+    __slots__ = ("_limit", "running")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self.running = 0
+
+    def reserve(self, queued: int) -> int:
+        """Reserve tasks for ``queued`` waiting items; returns how many to start."""
+        if not queued or self.running >= self._limit:
+            return 0
+        count = min(self._limit - self.running, queued)
+        self.running += count
+        return count
+
+    def end(self) -> None:
+        """A task of this kind ended (found no work, or gave its slot up)."""
+        self.running -= 1
+
+
+@dataclass(slots=True)
+class Followup:
+    """What the stage's owner does once it has let go of its lock, in this order:
+    emit the failure of each lane in ``flush``, start ``encode`` and ``decode``
+    tasks, call ``on_complete`` if ``done``, and run the current task again if
+    ``again``."""
+
+    flush: list[Lane] = field(default_factory=list)
+    encode: int = 0
+    decode: int = 0
+    done: bool = False
+    again: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class EncodeBatch:
+    """Slices of any streams, for one encoder call."""
+
+    name: ClassVar[str] = "encode"
+    entries: list[tuple[Lane, AudioSlice]]
+    frames: int
+
+    @property
+    def slices(self) -> list[AudioSlice]:
+        return [item for _, item in self.entries]
+
+    @property
+    def audio_seconds(self) -> float:
+        first = self.entries[0][1]
+        return self.frames * first.frame_samples / first.sample_rate
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lane(self, index: int) -> Lane:
+        return self.entries[index][0]
+
+    def first_slice(self, index: int) -> AudioSlice:
+        return self.entries[index][1]
+
+    def slots(self, table: LaneTable) -> TaskSlots:
+        return table.encoding
+
+    def let_go(self, index: int) -> None:
+        """The call was given up: nothing held the lane."""
+
+    def retry_alone(self, table: LaneTable, index: int) -> None:
+        lane, item = self.entries[index]
+        table._retry_encode_alone(lane, item)
+
+
+@dataclass(slots=True, eq=False)
+class DecodeBatch:
+    """Runs of consecutive encoded slices, one per lane, for one decoder call."""
+
+    name: ClassVar[str] = "decode"
+    runs: list[tuple[Lane, list[Work]]]
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(
+            w.slice.num_frames * w.slice.frame_samples / w.slice.sample_rate
+            for _, works in self.runs
+            for w in works
+        )
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def lane(self, index: int) -> Lane:
+        return self.runs[index][0]
+
+    def first_slice(self, index: int) -> AudioSlice:
+        return self.runs[index][1][0].slice
+
+    def slots(self, table: LaneTable) -> TaskSlots:
+        return table.decoding
+
+    def let_go(self, index: int) -> None:
+        """The call was given up: the lane is no longer held."""
+        self.runs[index][0].busy = False
+
+    def retry_alone(self, table: LaneTable, index: int) -> None:
+        lane, works = self.runs[index]
+        table._retry_decode_alone(lane, works)
+
+
+Batch = EncodeBatch | DecodeBatch
+
+
+class LaneTable:
+    """Lanes, the encode and ready queues, and the stage's counters (see the module doc).
+
+    ``workers`` bounds the tasks of each kind and the share of a queue one
+    task takes; ``max_batch_frames`` bounds the frames of one encoder call
+    and of one lane's run in a decoder call. ``on_release(n)`` is called as
+    ``n`` submitted slices leave (emitted or dropped).
+    """
+
+    def __init__(
+        self,
+        *,
+        initial_state: NDArray[np.float32],
+        encodable: Mapping[int, bool],
+        workers: int,
+        max_batch_frames: int,
+        on_release: Callable[[int], None] | None = None,
+    ) -> None:
+        self._initial_state = initial_state
+        self._encodable = dict(encodable)
+        self._workers = workers
+        self._max_batch_frames = max_batch_frames
+        self._on_release = on_release
+        self._lanes: dict[str, Lane] = {}  # the newest generation of each stream id
+        self._failed = FailedStreams()  # their remaining slices are dropped up to the last
+        self._encode_queue: deque[tuple[Lane, AudioSlice, bool]] = deque()  # (.., solo)
+        self._encode_queued_frames = 0
+        self._ready_lanes: deque[Lane] = deque()
+        self.encoding = TaskSlots(workers)
+        self.decoding = TaskSlots(workers)
+        self._in_flight = 0
+        self.completing = False  # no more input: done once nothing is in flight
+        self.terminated = False  # done or stopped: nothing more is emitted
+        self._frames = 0
+        self._encode_calls = 0
+        self._decode_calls = 0
+        self._decoded_streams = 0
+        self._failed_streams = 0
+        self._timeouts = 0
+
+    # ---------------------------------------------------------------- inputs
+
+    def submit(self, item: AudioSlice) -> tuple[int, int]:
+        """Queue one slice; returns the (encode, decode) tasks to start."""
+        if self.terminated:
+            return NO_TASKS
+        sid = item.stream_id
+        if self._failed.drops(sid, item.is_last):
+            return NO_TASKS
+        lane = self._lanes.get(sid)
+        if lane is None or lane.saw_last:
+            lane = self._new_lane(sid, item.sample_rate, predecessor=lane)
+        lane.queued += 1
+        lane.saw_last = item.is_last
+        self._in_flight += 1
+        if lane.encodable and item.num_frames:
+            self._encode_queue.append((lane, item, False))
+            self._encode_queued_frames += item.num_frames
+        else:
+            features = np.zeros((0, 0), np.float32) if lane.encodable else None
+            lane.ready[item.seq] = Work(item, features)
+            self._mark_if_ready(lane)
+        return self.wanted_tasks()
+
+    def fail(self, failure: StreamFailure) -> Lane | None:
+        """An upstream failure: the lane whose failure to flush (None once terminated)."""
+        if self.terminated:
+            return None
+        lane = self._lanes.get(failure.stream_id)
+        if lane is None or lane.saw_last:
+            lane = self._new_lane(failure.stream_id, 0, predecessor=lane)
+        lane.saw_last = True
+        if lane.error is None:
+            lane.error = failure.error
+        return lane
+
+    def complete(self) -> bool:
+        """No more input; True if the stage is done now (nothing in flight)."""
+        self.completing = True
+        done = self._in_flight == 0 and not self.terminated
+        if done:
+            self.terminated = True
+        return done
+
+    def terminate(self) -> None:
+        """Stop: drop every lane and queued slice."""
+        self.terminated = True
+        self._lanes.clear()
+        self._encode_queue.clear()
+        self._ready_lanes.clear()
+
+    def fail_all(self, exc: BaseException) -> list[Lane]:
+        """Fail every lane (the pool is gone); returns the lanes whose failures to flush."""
+        lanes = list(self._lanes.values())
+        for lane in lanes:
+            if lane.error is None:
+                lane.error = StreamFailedError(
+                    f"stream {lane.stream_id!r} stopped: {exc}", lane.stream_id
+                )
+        return lanes
+
+    def statistics(self) -> StageStatistics:
+        lanes = list(self._lanes.values())
+        return StageStatistics(
+            streams=len(lanes),
+            queued_encode_slices=len(self._encode_queue),
+            encoded_waiting_slices=sum(len(lane.ready) for lane in lanes),
+            decoding_streams=sum(lane.busy for lane in lanes),
+            in_flight_slices=self._in_flight,
+            frames_processed=self._frames,
+            encode_calls=self._encode_calls,
+            decode_calls=self._decode_calls,
+            decoded_streams=self._decoded_streams,
+            failed_streams=self._failed_streams,
+            timed_out_calls=self._timeouts,
+        )
+
+    def wanted_tasks(self) -> tuple[int, int]:
+        """Reserve and count the (encode, decode) tasks to start for the queued work."""
+        return (
+            self.encoding.reserve(len(self._encode_queue)),
+            self.decoding.reserve(len(self._ready_lanes)),
+        )
+
+    # ----------------------------------------------------------------- encode
+
+    def next_encode_batch(self) -> EncodeBatch | None:
+        """The next encoder call's slices; None ends the asking task."""
+        if self.terminated:
+            self.encoding.end()
+            return None
+        budget = min(self._max_batch_frames, self._share(self._encode_queued_frames))
+        entries: list[tuple[Lane, AudioSlice]] = []
+        frames = 0
+        queue = self._encode_queue
+        while queue:
+            lane, item, solo = queue[0]
+            if entries and (solo or frames + item.num_frames > budget):
+                break
+            queue.popleft()
+            self._encode_queued_frames -= item.num_frames
+            if lane.gone or lane.error is not None:
+                continue
+            entries.append((lane, item))
+            frames += item.num_frames
+            if solo:
+                break  # retried alone after a timed-out batch
+        if not entries:
+            self.encoding.end()
+            return None
+        return EncodeBatch(entries, frames)
+
+    def encoded(
+        self, batch: EncodeBatch, outcomes: Sequence[NDArray[np.float32] | BaseException]
+    ) -> Followup:
+        """An encoder call returned: features, or the exception of each slice's stream."""
+        self._encode_calls += 1
+        failed: list[Lane] = []
+        for (lane, item), outcome in zip(batch.entries, outcomes, strict=True):
+            if lane.gone or lane.error is not None:
+                continue
+            if isinstance(outcome, BaseException):
+                lane.error = slice_error("encoding", item, outcome)
+                failed.append(lane)
+                continue
+            lane.ready[item.seq] = Work(item, outcome)
+            self._mark_if_ready(lane)
+        again = bool(self._encode_queue) and not self.terminated
+        if not again:
+            self.encoding.end()
+        return self._followup(failed, again=again)
+
+    # ----------------------------------------------------------------- decode
+
+    def next_decode_batch(self) -> DecodeBatch | None:
+        """The next decoder call's runs (the lanes are held); None ends the asking task."""
+        if self.terminated:
+            self.decoding.end()
+            return None
+        runs: list[tuple[Lane, list[Work]]] = []
+        take = self._share(len(self._ready_lanes))
+        ready = self._ready_lanes
+        while ready and len(runs) < take:
+            if runs and ready[0].solo:
+                break
+            lane = ready.popleft()
+            lane.in_ready_queue = False
+            if not lane.is_ready():
+                continue
+            lane.busy = True
+            works: list[Work] = []
+            frames = 0
+            while lane.next_seq + len(works) in lane.ready and frames < self._max_batch_frames:
+                work = lane.ready.pop(lane.next_seq + len(works))
+                works.append(work)
+                frames += work.slice.num_frames
+            runs.append((lane, works))
+            if lane.solo:
+                break  # retried alone after a timed-out batch
+        if not runs:
+            self.decoding.end()
+            return None
+        return DecodeBatch(runs)
+
+    def decoded(self, batch: DecodeBatch) -> None:
+        """A decoder call returned (its runs are then handled one by one)."""
+        self._decode_calls += 1
+        self._decoded_streams += len(batch.runs)
+
+    def run_failed(self, lane: Lane, works: list[Work], cause: BaseException) -> Followup:
+        """A lane's run failed in the decoder: its slices leave, its failure is due."""
+        if lane.error is None:
+            lane.error = slice_error("decoding", works[0].slice, cause)
+        lane.busy = False
+        done = self._release(len(works), lane)
+        return Followup([lane], done=done)
+
+    def run_decoded(self, lane: Lane, works: list[Work], result: ModelResult) -> None:
+        """A lane's run succeeded: advance the lane (still held until emitted)."""
+        lane.solo = False
+        lane.state = result.state
+        lane.next_seq += len(works)
+        if works[-1].slice.is_last:
+            self._retire(lane)
+
+    def run_emitted(self, lane: Lane, works: list[Work], frames: int) -> Followup:
+        """A lane's run was emitted: let the lane (or its successor) go on."""
+        lane.busy = False
+        self._frames += frames
+        failed_successor = None
+        if works[-1].slice.is_last:
+            failed_successor = self._release_successor(lane)
+        else:
+            self._mark_if_ready(lane)
+        flush = [lane] if lane.error is not None and not lane.gone else []
+        if failed_successor is not None:
+            flush.append(failed_successor)
+        done = self._release(len(works), lane)
+        return self._followup(flush, done=done)
+
+    def decode_task_step(self) -> Followup:
+        """A decode task handled its batch: run it again while lanes are ready."""
+        again = bool(self._ready_lanes) and not self.terminated
+        if not again:
+            self.decoding.end()
+        return self._followup([], again=again)
+
+    # --------------------------------------------------------------- failures
+
+    def begin_flush(self, lane: Lane) -> tuple[StreamFailedError, bool] | None:
+        """Retire a failed lane that no worker holds: (its error, whether the stage is
+        done), after which the owner emits the error; None if it cannot be flushed now
+        (whoever releases the lane flushes it)."""
+        if lane.busy or lane.gone or lane.error is None or lane.waiting_for is not None:
+            return None
+        lane.busy = True
+        error = lane.error
+        self._retire(lane)
+        if not lane.saw_last:
+            self._failed.add(lane.stream_id)
+        self._encode_queue = deque(e for e in self._encode_queue if e[0] is not lane)
+        self._encode_queued_frames = sum(e[1].num_frames for e in self._encode_queue)
+        lane.ready.clear()
+        self._failed_streams += 1
+        done = self._release(lane.queued, lane)
+        return error, done
+
+    def end_flush(self, lane: Lane, done: bool) -> Followup:
+        """A failed lane's failure was emitted: its successor may go on."""
+        lane.busy = False
+        failed_successor = self._release_successor(lane)
+        return self._followup([] if failed_successor is None else [failed_successor], done=done)
+
+    def timed_out(self, batch: Batch, timeout: float) -> Followup:
+        """A call overran its deadline (its task is gone): fail its stream, or, when it
+        held several, run each again alone (only the culprit hangs again; the others'
+        states were not touched, so rerunning them is exact)."""
+        self._timeouts += 1
+        batch.slots(self).end()
+        alone = len(batch) == 1
+        failed: list[Lane] = []
+        for index in reversed(range(len(batch))):
+            lane = batch.lane(index)
+            batch.let_go(index)
+            if lane.gone or lane.error is not None:
+                continue
+            if alone:
+                first = batch.first_slice(index)
+                lane.error = SliceTimeoutError(
+                    f"stream {first.stream_id!r}: {batch.name} of slice {first.seq} did "
+                    f"not finish within {timeout:.1f} s",
+                    first.stream_id,
+                    first.seq,
+                )
+                failed.append(lane)
+            else:
+                batch.retry_alone(self, index)
+        return self._followup(failed)
+
+    # -------------------------------------------------------------- internals
+
+    def _followup(self, flush: list[Lane], *, done: bool = False, again: bool = False) -> Followup:
+        encode, decode = self.wanted_tasks()
+        return Followup(flush, encode, decode, done, again)
+
+    def _new_lane(self, sid: str, sample_rate: int, predecessor: Lane | None) -> Lane:
+        """Start a stream's lane; a still-emitting predecessor goes first."""
+        lane = Lane(
+            sid,
+            sample_rate,
+            self._encodable.get(sample_rate, False),
+            self._initial_state.copy(),
+        )
+        if predecessor is not None and not predecessor.gone:
+            lane.waiting_for = predecessor
+            predecessor.successor = lane
+        self._lanes[sid] = lane
+        return lane
+
+    def _mark_if_ready(self, lane: Lane) -> None:
+        """Queue the lane for decoding if it can run now."""
+        if lane.is_ready() and not lane.in_ready_queue:
+            lane.in_ready_queue = True
+            self._ready_lanes.append(lane)
+
+    def _share(self, total: int) -> int:
+        """How much of ``total`` queued work one task takes: enough to batch, not so much
+        that other workers sit idle."""
+        return max(1, math.ceil(total / self._workers))
+
+    def _retire(self, lane: Lane) -> None:
+        """The lane takes no more work."""
+        lane.gone = True
+        if self._lanes.get(lane.stream_id) is lane:
+            del self._lanes[lane.stream_id]
+
+    def _release_successor(self, lane: Lane) -> Lane | None:
+        """Let the next generation of the stream id decode and emit; returns the
+        successor if it failed while waiting (its failure is then to be flushed)."""
+        successor = lane.successor
+        if successor is None:
+            return None
+        lane.successor = None
+        successor.waiting_for = None
+        if successor.error is not None:
+            return successor
+        self._mark_if_ready(successor)
+        return None
+
+    def _release(self, count: int, lane: Lane) -> bool:
+        """``count`` of the lane's slices leave the stage; True if the stage is done."""
+        lane.queued -= count
+        self._in_flight -= count
+        if self._on_release is not None and count:
+            self._on_release(count)
+        if self.completing and self._in_flight == 0 and not self.terminated:
+            self.terminated = True
+            return True
+        return False
+
+    def _retry_encode_alone(self, lane: Lane, item: AudioSlice) -> None:
+        self._encode_queue.appendleft((lane, item, True))
+        self._encode_queued_frames += item.num_frames
+
+    def _retry_decode_alone(self, lane: Lane, works: list[Work]) -> None:
+        for work in works:
+            lane.ready[work.slice.seq] = work
+        lane.solo = True
+        self._mark_if_ready(lane)
+
+
+def slice_error(stage: str, item: AudioSlice, cause: BaseException) -> StreamFailedError:
+    """The failure of ``item``'s stream when ``stage`` (encoding, decoding) of it raised."""
+    error = StreamFailedError(
+        f"stream {item.stream_id!r}: {stage} slice {item.seq} failed: {cause}",
+        item.stream_id,
+        item.seq,
+    )
+    error.__cause__ = cause
+    return error

@@ -1,0 +1,106 @@
+"""Deadlines for backend calls: a call that overruns its deadline is given up.
+
+A worker registers each backend call with :meth:`Watchdog.begin` before it
+starts and ends it with :meth:`Watchdog.end` when it returns. One daemon
+thread, started with the first call, sleeps until the nearest deadline; a
+call still registered then is marked abandoned, dropped from the watch, and
+handed to ``on_expired`` (on the watchdog's thread, no lock held). Its worker
+learns of it from :meth:`Watchdog.end` returning False, and drops whatever
+the call returned: by then someone else has dealt with its work.
+
+The watchdog knows nothing of streams: what a call holds is its ``payload``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["WatchedCall", "Watchdog"]
+
+P = TypeVar("P")
+
+
+@dataclass(eq=False, slots=True)
+class WatchedCall(Generic[P]):
+    """One backend call under watch: the thread making it, its deadline and what it holds."""
+
+    thread: int
+    deadline: float
+    timeout: float
+    payload: P
+    abandoned: bool = field(default=False)
+
+
+class Watchdog(Generic[P]):
+    """Gives up calls that overrun their deadline: ``on_expired(call)`` for each.
+
+    ``stop()`` ends the thread (joining it, unless called from ``on_expired``
+    itself); calls registered afterwards are never given up.
+    """
+
+    def __init__(
+        self,
+        on_expired: Callable[[WatchedCall[P]], None],
+        *,
+        name: str = "prevad-rx-watchdog",
+    ) -> None:
+        self._on_expired = on_expired
+        self._name = name
+        self._calls: set[WatchedCall[P]] = set()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def begin(self, timeout: float, payload: P) -> WatchedCall[P]:
+        """Watch a call made now by the current thread, due within ``timeout`` seconds."""
+        call = WatchedCall(threading.get_ident(), time.monotonic() + timeout, timeout, payload)
+        with self._cond:
+            self._calls.add(call)
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._watch, name=self._name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return call
+
+    def end(self, call: WatchedCall[P]) -> bool:
+        """The call returned; False if it had already been given up (drop its results)."""
+        with self._cond:
+            self._calls.discard(call)
+            return not call.abandoned
+
+    @property
+    def watched(self) -> int:
+        """Calls registered and neither ended nor given up."""
+        with self._cond:
+            return len(self._calls)
+
+    def stop(self) -> None:
+        """Stop watching; join the thread unless this is the watchdog's own thread."""
+        with self._cond:
+            self._stopped = True
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    now = time.monotonic()
+                    expired = [c for c in self._calls if c.deadline <= now]
+                    if expired:
+                        for call in expired:
+                            call.abandoned = True
+                            self._calls.discard(call)
+                        break
+                    nearest = min((c.deadline for c in self._calls), default=None)
+                    self._cond.wait(None if nearest is None else nearest - now)
+                else:
+                    return
+            for call in expired:
+                self._on_expired(call)

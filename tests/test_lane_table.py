@@ -1,0 +1,314 @@
+"""LaneTable: the model stage's bookkeeping, driven step by step without threads or a backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import prevad_rx as pv
+from prevad_rx._lanes import DecodeBatch, EncodeBatch, Followup, Lane, LaneTable
+from prevad_rx.backends import ModelResult
+
+STATE = np.zeros((2, 1, 128), np.float32)
+FEATURES_DIM = 4
+
+
+def make_table(workers: int = 1, max_batch_frames: int = 512) -> tuple[LaneTable, list[int]]:
+    released: list[int] = []
+    table = LaneTable(
+        initial_state=STATE,
+        encodable={16000: True, 8000: False},
+        workers=workers,
+        max_batch_frames=max_batch_frames,
+        on_release=released.append,
+    )
+    return table, released
+
+
+def piece(
+    sid: str, seq: int, frames: int = 2, *, last: bool = False, rate: int = 16000
+) -> pv.AudioSlice:
+    frame, context = (512, 64) if rate == 16000 else (256, 32)
+    return pv.AudioSlice(
+        stream_id=sid,
+        seq=seq,
+        start_frame=seq * frames,
+        num_frames=frames,
+        buffer=np.zeros(context + frames * frame, np.float32),
+        sample_rate=rate,
+        end_sample=(seq + 1) * frames * frame,
+        is_last=last,
+    )
+
+
+def features(batch: EncodeBatch) -> list[np.ndarray]:
+    return [np.full((item.num_frames, FEATURES_DIM), item.seq, np.float32) for item in batch.slices]
+
+
+def result_for(works_frames: int, value: float) -> ModelResult:
+    return ModelResult(np.full(works_frames, 0.5, np.float32), np.full_like(STATE, value))
+
+
+def run_ids(batch: DecodeBatch) -> list[tuple[str, list[int]]]:
+    return [(lane.stream_id, [w.slice.seq for w in works]) for lane, works in batch.runs]
+
+
+def encode_all(table: LaneTable) -> None:
+    while (batch := table.next_encode_batch()) is not None:
+        table.encoded(batch, features(batch))
+
+
+def decode_and_emit(table: LaneTable, batch: DecodeBatch, value: float = 1.0) -> list[Followup]:
+    """Run a decode batch to completion as the stage does: advance, then emit, each run."""
+    table.decoded(batch)
+    followups = []
+    for lane, works in batch.runs:
+        frames = sum(w.slice.num_frames for w in works)
+        table.run_decoded(lane, works, result_for(frames, value))
+        followups.append(table.run_emitted(lane, works, frames))
+    return followups
+
+
+def test_an_encode_batch_takes_its_share_of_the_queue_in_arrival_order() -> None:
+    table, _ = make_table(workers=2)
+    assert table.submit(piece("a", 0)) == (1, 0)  # one task per worker at most
+    assert table.submit(piece("b", 0)) == (1, 0)
+    assert table.submit(piece("a", 1)) == (0, 0)
+    assert table.submit(piece("b", 1)) == (0, 0)
+    # 2 workers: a batch takes half of what is queued (oldest first, any streams together)
+    batches = [table.next_encode_batch() for _ in range(3)]
+    assert [[(s.stream_id, s.seq) for s in b.slices] for b in batches if b is not None] == [
+        [("a", 0), ("b", 0)],  # 4 of 8 frames
+        [("a", 1)],  # 2 of 4
+        [("b", 1)],  # always at least one slice
+    ]
+    assert table.next_encode_batch() is None  # the asking task ends: its slot is free
+    assert table.encoding.running == 1
+
+
+def test_an_encode_batch_stops_at_max_batch_frames() -> None:
+    table, _ = make_table(workers=1, max_batch_frames=5)
+    for seq in range(3):
+        table.submit(piece("a", seq, frames=2))
+    batch = table.next_encode_batch()
+    assert batch is not None and [s.seq for s in batch.slices] == [0, 1]
+    assert table.statistics().queued_encode_slices == 1
+
+
+def test_decoding_waits_for_the_next_seq_and_joins_consecutive_slices() -> None:
+    table, released = make_table(workers=2, max_batch_frames=4)
+    table.submit(piece("a", 0, frames=3))
+    table.submit(piece("a", 1, frames=3))
+    batch0 = table.next_encode_batch()  # two encode tasks, one slice each
+    batch1 = table.next_encode_batch()
+    assert batch0 is not None and batch1 is not None
+    later = table.encoded(batch1, features(batch1))  # slice 1 encoded before slice 0
+    assert later.decode == 0 and table.statistics().encoded_waiting_slices == 1
+    sooner = table.encoded(batch0, features(batch0))
+    assert sooner.decode == 1
+    runs = table.next_decode_batch()
+    assert runs is not None and run_ids(runs) == [("a", [0, 1])]
+    ((lane, _),) = runs.runs
+    assert lane.busy and table.statistics().decoding_streams == 1
+    (emitted,) = decode_and_emit(table, runs)
+    assert released == [2] and not lane.busy
+    assert emitted == Followup([], 0, 0, done=False, again=False)
+    stats = table.statistics()
+    assert (stats.frames_processed, stats.in_flight_slices, stats.decode_calls) == (6, 0, 1)
+
+
+def test_lanes_ready_together_share_one_decode_batch() -> None:
+    table, _ = make_table(workers=1)
+    for sid in ("a", "b", "c"):
+        table.submit(piece(sid, 0))
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None
+    assert run_ids(batch) == [("a", [0]), ("b", [0]), ("c", [0])]
+    decode_and_emit(table, batch)
+    assert table.statistics().mean_streams_per_decode == 3
+
+
+def test_with_more_workers_ready_lanes_are_spread_over_decode_tasks() -> None:
+    table, _ = make_table(workers=2)
+    for sid in ("a", "b", "c", "d"):
+        table.submit(piece(sid, 0))
+    encode_all(table)
+    first, second = table.next_decode_batch(), table.next_decode_batch()
+    assert first is not None and second is not None
+    assert run_ids(first) == [("a", [0]), ("b", [0])]  # half of the 4 ready lanes
+    assert run_ids(second) == [("c", [0])]  # half of the 2 left
+
+
+def test_slices_that_cannot_be_encoded_go_straight_to_decoding() -> None:
+    table, _ = make_table()
+    # 8 kHz has no encoder here; an empty last slice has nothing to encode
+    assert table.submit(piece("slow", 0, rate=8000)) == (0, 1)
+    assert table.submit(piece("a", 0, frames=0, last=True)) == (0, 0)  # one decode task runs
+    batch = table.next_decode_batch()
+    assert batch is not None and run_ids(batch) == [("slow", [0]), ("a", [0])]
+    (_, slow), (_, empty) = batch.runs
+    assert slow[0].features is None  # decoded from its audio (Backend.process)
+    assert empty[0].features is not None and empty[0].features.shape == (0, 0)
+
+
+def test_a_reused_stream_id_waits_for_the_previous_generation() -> None:
+    table, released = make_table(workers=1)
+    table.submit(piece("a", 0, last=True))
+    table.submit(piece("a", 0, last=True))  # the id, reopened
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None
+    ((old, _),) = batch.runs  # the new lane waits, although its slice is encoded
+    decode_and_emit(table, batch, value=3.0)
+    assert old.gone and table.decode_task_step().again  # its successor is let go
+    batch = table.next_decode_batch()
+    assert batch is not None
+    ((new, _),) = batch.runs
+    assert new is not old and new.stream_id == "a"
+    np.testing.assert_array_equal(new.state, STATE)  # a fresh state, not the old stream's
+    decode_and_emit(table, batch)
+    assert released == [1, 1] and table.statistics().streams == 0
+
+
+def test_a_failed_stream_is_flushed_and_its_slices_dropped_up_to_its_last() -> None:
+    table, released = make_table(workers=1)
+    table.submit(piece("a", 0))
+    table.submit(piece("b", 0))
+    table.submit(piece("a", 1))
+    batch = table.next_encode_batch()
+    assert batch is not None
+    outcomes: list[np.ndarray | BaseException] = list(features(batch))
+    outcomes[0] = RuntimeError("bad audio")
+    followup = table.encoded(batch, outcomes)
+    (lane,) = followup.flush
+    assert lane.stream_id == "a"
+    flushing = table.begin_flush(lane)
+    assert flushing is not None
+    error, done = flushing
+    assert isinstance(error, pv.StreamFailedError) and not done
+    assert "encoding slice 0 failed: bad audio" in str(error)
+    assert isinstance(error.__cause__, RuntimeError)
+    assert released == [2]  # both of a's slices left the stage
+    assert table.begin_flush(lane) is None  # flushed once
+    table.end_flush(lane, done)
+    assert table.submit(piece("a", 2)) == (0, 0)  # dropped
+    assert table.submit(piece("a", 3, last=True)) == (0, 0)  # dropped, and the dropping ends
+    table.submit(piece("a", 0))  # the id starts afresh
+    stats = table.statistics()
+    assert (stats.failed_streams, stats.in_flight_slices, stats.streams) == (1, 2, 2)
+
+
+def test_a_failure_waits_until_the_lane_is_no_longer_held() -> None:
+    table, released = make_table(workers=1)
+    table.submit(piece("a", 0))
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None
+    ((lane, works),) = batch.runs
+    lane_again = table.fail(pv.StreamFailure("a", pv.StreamFailedError("upstream", "a")))
+    assert lane_again is lane
+    assert table.begin_flush(lane) is None  # a worker holds the lane
+    table.run_decoded(lane, works, result_for(2, 1.0))
+    followup = table.run_emitted(lane, works, 2)
+    assert followup.flush == [lane]  # now it can be flushed, after the emitted run
+    flushing = table.begin_flush(lane)
+    assert flushing is not None and str(flushing[0]) == "upstream"
+    assert released == [1]
+
+
+def test_a_failed_run_fails_its_stream_only() -> None:
+    table, released = make_table(workers=1)
+    table.submit(piece("a", 0))
+    table.submit(piece("b", 0))
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None
+    (a, a_works), (b, b_works) = batch.runs
+    followup = table.run_failed(a, a_works, ValueError("boom"))
+    assert followup.flush == [a] and a.error is not None
+    assert "decoding slice 0 failed: boom" in str(a.error)
+    table.run_decoded(b, b_works, result_for(2, 1.0))
+    table.run_emitted(b, b_works, 2)
+    assert b.error is None and released == [1, 1]
+
+
+def test_a_timed_out_batch_of_several_streams_retries_each_alone() -> None:
+    table, _ = make_table(workers=1)
+    table.submit(piece("a", 0))
+    table.submit(piece("b", 0))
+    batch = table.next_encode_batch()
+    assert batch is not None and len(batch) == 2
+    followup = table.timed_out(batch, 2.0)
+    assert followup.flush == [] and followup.encode == 1  # its task slot was given back
+    alone = []
+    while (encode := table.next_encode_batch()) is not None:
+        alone.append([s.stream_id for s in encode.slices])
+        table.encoded(encode, features(encode))
+    assert alone == [["a"], ["b"]]
+    decode = table.next_decode_batch()
+    assert decode is not None and len(decode) == 2
+    table.timed_out(decode, 2.0)
+    assert all(not lane.busy and lane.solo for lane, _ in decode.runs)
+    solo = []
+    while (retry := table.next_decode_batch()) is not None:
+        solo.append([sid for sid, _ in run_ids(retry)])
+        decode_and_emit(table, retry)
+        assert not retry.runs[0][0].solo  # it succeeded: batched again from now on
+    assert sorted(solo) == [["a"], ["b"]]
+    assert table.statistics().timed_out_calls == 2
+
+
+def test_a_timed_out_call_of_one_stream_fails_it() -> None:
+    table, released = make_table(workers=1)
+    table.submit(piece("a", 0))
+    table.submit(piece("a", 1))
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None
+    followup = table.timed_out(batch, 2.5)
+    (lane,) = followup.flush
+    assert isinstance(lane.error, pv.SliceTimeoutError)
+    assert str(lane.error) == "stream 'a': decode of slice 0 did not finish within 2.5 s"
+    assert table.begin_flush(lane) is not None and released == [2]
+
+
+def test_complete_is_done_once_the_last_slice_leaves() -> None:
+    table, _ = make_table()
+    assert table.complete() and table.terminated  # nothing in flight: done at once
+    table, _ = make_table()
+    table.submit(piece("a", 0, last=True))
+    assert not table.complete()
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None
+    (followup,) = decode_and_emit(table, batch)
+    assert followup.done and table.terminated
+    assert table.submit(piece("b", 0)) == (0, 0)  # terminated: nothing more is taken
+
+
+def test_terminate_drops_everything_queued() -> None:
+    table, _ = make_table()
+    table.submit(piece("a", 0))
+    table.terminate()
+    assert table.next_encode_batch() is None
+    assert table.fail(pv.StreamFailure("a", pv.StreamFailedError("x", "a"))) is None
+    assert table.statistics().streams == 0
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_task_slots_never_exceed_the_workers(workers: int) -> None:
+    table, _ = make_table(workers=workers)
+    started = sum(table.submit(piece(f"s{k}", 0))[0] for k in range(10))
+    assert started == workers == table.encoding.running
+
+
+def test_fail_all_fails_every_lane() -> None:
+    table, _ = make_table()
+    table.submit(piece("a", 0))
+    table.submit(piece("b", 0))
+    lanes: list[Lane] = table.fail_all(pv.ClosedError("pool closed"))
+    assert [str(lane.error) for lane in lanes] == [
+        "stream 'a' stopped: pool closed",
+        "stream 'b' stopped: pool closed",
+    ]
