@@ -27,7 +27,7 @@ from prevad_rx.backends import Backend, DecodeRequest, ModelRequest, ModelResult
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["call_isolated", "checked_results", "decode", "encode"]
+__all__ = ["decode_batch", "encode_batch"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -62,14 +62,14 @@ def call_isolated(
     return outcomes
 
 
-def encode(
+def encode_batch(
     backend: Backend, batch: EncodeBatch, name: str, recover: Callable[[], None]
 ) -> list[NDArray[np.float32] | BaseException]:
     """Each slice's encoder features, or the exception that failed it."""
     return call_isolated(batch.slices, lambda items: _encode_call(backend, items, name), recover)
 
 
-def decode(
+def decode_batch(
     backend: Backend,
     batch: DecodeBatch,
     name: str,

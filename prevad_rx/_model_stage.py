@@ -154,7 +154,9 @@ class ModelStage:
         if batch is None:
             return
         watched = self._watch(batch)
-        outcomes = calls.encode(backend, batch, self._pool.backend_name, self._recovery(backend))
+        outcomes = calls.encode_batch(
+            backend, batch, self._pool.backend_name, self._recovery(backend)
+        )
         if not self._unwatch(watched):
             return  # timed out: its streams have been dealt with and a new worker took over
         with self._lock:
@@ -167,7 +169,7 @@ class ModelStage:
         if batch is None:
             return
         watched = self._watch(batch)
-        outcomes = calls.decode(
+        outcomes = calls.decode_batch(
             backend,
             batch,
             self._pool.backend_name,
