@@ -130,6 +130,7 @@ class _Shard:
         self.outbox: list[tuple[Any, ...]] = []
         self.send_scheduled = False
         self.fatal: str | None = None
+        self.stopping: asyncio.Task[None] | None = None
         self.loop = engine._require_started_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
         self.ended: asyncio.Future[None] = self.loop.create_future()
@@ -271,7 +272,12 @@ class _Shard:
             self.engine._replace(self)
 
     async def stop(self, timeout: float) -> None:
-        """Ask the shard to stop, wait for it (killing it after ``timeout`` s), reap it."""
+        """Ask the shard to stop, wait for it (killing it after ``timeout`` s), reap it (once)."""
+        if self.stopping is None:
+            self.stopping = self.loop.create_task(self._stop(timeout))
+        await asyncio.shield(self.stopping)
+
+    async def _stop(self, timeout: float) -> None:
         if not self.ended.done() and self.state in ("ready", "starting"):
             self.state = "closing"
             self.send(("stop",))
@@ -671,6 +677,7 @@ class ShardedVADEngine:
         self._use_uvloop = use_uvloop
         self._shards: list[_Shard] = []
         self._retired: list[_Shard] = []
+        self._reaping: set[asyncio.Task[None]] = set()
         self._streams: dict[str, ShardedStream] = {}
         self._opened = 0
         self._sample_rates: frozenset[int] = frozenset()
@@ -724,6 +731,8 @@ class ShardedVADEngine:
             self._state = "closed"
             return
         require_loop(self._loop, "ShardedVADEngine.close()")
+        if self._state == "closed" and self._shutdown is None:
+            return  # start() failed and stopped the shards
         if self._shutdown is None:
             self._shutdown = self._require_started_loop().create_task(self._close_all())
         await asyncio.shield(self._shutdown)
@@ -846,6 +855,10 @@ class ShardedVADEngine:
         if self._state != "running" or self._shards[shard.index] is not shard:
             return shard
         self._retired.append(shard)
+        reaping = self._require_started_loop().create_task(shard.stop(2.0))  # no zombie
+        self._reaping.add(reaping)
+        reaping.add_done_callback(self._reaping.discard)
+        reaping.add_done_callback(lambda _: self._retired.remove(shard))
         fresh = self._shards[shard.index] = _Shard(
             self, shard.index, shard.restarts + 1, self._ring_samples
         )

@@ -37,6 +37,17 @@ def silence_muted(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChunk
     )
 
 
+def explode_on_bad(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChunk]:
+    """An audio operator that raises on streams named bad-*."""
+
+    def check(chunk: pv.AudioChunk) -> pv.AudioChunk:
+        if chunk.stream_id.startswith("bad"):
+            raise ValueError("no bad audio")
+        return chunk
+
+    return source.pipe(ops.map(check))
+
+
 def only_ends(source: Observable[pv.SpeechEvent]) -> Observable[pv.SpeechEvent]:
     """An event operator that lets only ``end`` events through."""
     return source.pipe(ops.filter(lambda e: e.kind == "end"))
@@ -165,6 +176,7 @@ def test_a_killed_shard_fails_only_its_streams_and_is_replaced(
             victims = [s for s in streams if s.shard == 0]
             survivors = [s for s in streams if s.shard == 1]
             assert len(victims) == len(survivors) == 2
+            names.extend(shm_names(engine))
             iterator = victims[0].events()
             for s in streams:
                 await s.push(audio[:48000])
@@ -217,7 +229,7 @@ def test_backpressure_operators_and_close_with_open_streams(
             shards=1,
             ring_samples=4096,
             max_pending_chunks=2,
-            audio_operators=[silence_muted],
+            audio_operators=[silence_muted, explode_on_bad],
             event_operators=[only_ends],
         )
         async with engine:
@@ -238,6 +250,14 @@ def test_backpressure_operators_and_close_with_open_streams(
             assert set(kinds) == {"end"} and len(kinds) == len(want.segments)
             assert segments_as_lists(result.segments) == segments_as_lists(want.segments)
             assert (await muted.close()).segments == ()
+
+            # an operator's fault fails only its stream, with its error and cause intact
+            bad = engine.open_stream("bad-1")
+            await bad.push(audio[:512])
+            with pytest.raises(pv.OperatorError) as caught:
+                await bad.close()
+            assert caught.value.stream_id == "bad-1" and "explode_on_bad" in str(caught.value)
+            assert isinstance(caught.value.__cause__, ValueError)
 
             eager = engine.open_stream("eager", backpressure="error")
             await eager.push(audio[:512])
@@ -334,3 +354,25 @@ def test_the_docs_example_runs(tmp_path: Path) -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("caller-0: ") and len(lines) == 9
     assert "resource_tracker" not in proc.stderr
+
+
+def test_a_shard_that_cannot_start_fails_start_with_its_reason() -> None:
+    """A backend registered only in this process is unknown in the shards: start() raises
+    BackendError naming the shard's own error, and no process is left."""
+    pv.register_backend("registered-here-only", pv.create_backend("onnx").__class__)
+    try:
+        engine = pv.ShardedVADEngine("registered-here-only", shards=1)
+
+        async def main() -> None:
+            with pytest.raises(pv.BackendError, match="UnknownBackendError"):
+                await engine.start()
+            with pytest.raises(pv.ClosedError):
+                engine.open_stream("a")
+            await engine.close()
+
+        pv.run(main())
+        assert_nothing_left(shm_names(engine))
+    finally:
+        from prevad_rx.backends import _registry
+
+        _registry._registered.pop("registered-here-only", None)
