@@ -9,9 +9,10 @@ import re
 import signal
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -90,12 +91,19 @@ def assert_nothing_left(names: list[str]) -> None:
 # --------------------------------------------------------------------- tests
 
 
+@pytest.mark.parametrize(
+    ("workers", "placement"), [(1, "least_loaded"), (2, "hash")], ids=["2x1", "2x2-hash"]
+)
 def test_many_streams_with_random_chunkings_are_exact(
-    pool: pv.WorkerPool, all_fixtures: tuple[GoldenFixture, ...]
+    pool: pv.WorkerPool,
+    all_fixtures: tuple[GoldenFixture, ...],
+    workers: int,
+    placement: Literal["least_loaded", "hash"],
 ) -> None:
-    """24 concurrent streams over 2 shards x 1 worker, each chunked at random: probabilities
-    and segments equal the in-process engine's; events reach the stream's subscribers, its
-    iterator and the engine's; flush() waits for the events; both shards carry load."""
+    """24 concurrent streams over 2 shards, each chunked at random: probabilities and
+    segments equal the in-process engine's; events reach the stream's subscribers, its
+    iterator, and the engine's subscribers and iterator; flush() waits for the events;
+    streams are placed as asked and both shards carry load."""
     expected = {f.file: reference(pool, f) for f in all_fixtures}
     rng = np.random.default_rng(7)
 
@@ -127,9 +135,17 @@ def test_many_streams_with_random_chunkings_are_exact(
         return result, seen, iterated
 
     async def main() -> None:
-        async with pv.ShardedVADEngine(shards=2, workers_per_shard=1) as engine:
+        engine = pv.ShardedVADEngine(shards=2, workers_per_shard=workers, placement=placement)
+        async with engine:
             everything: list[pv.SpeechEvent] = []
             engine.subscribe(everything.append)
+            iterated_all: list[pv.SpeechEvent] = []
+
+            async def consume_all() -> None:
+                async for event in engine.events():
+                    iterated_all.append(event)
+
+            all_reader = asyncio.create_task(consume_all())
             jobs = []
             for i in range(24):
                 fixture = all_fixtures[i % len(all_fixtures)]
@@ -138,7 +154,11 @@ def test_many_streams_with_random_chunkings_are_exact(
                 )
             outcomes = await asyncio.gather(*(job for _, _, job in jobs))
             stats = engine.statistics()
-            assert [s.streams_opened for s in stats.shards] == [12, 12]
+            if placement == "hash":
+                homes = [zlib.crc32(f"s{i}".encode()) % 2 for i in range(24)]
+                assert [s.streams_opened for s in stats.shards] == [homes.count(0), homes.count(1)]
+            else:
+                assert [s.streams_opened for s in stats.shards] == [12, 12]
             assert all(s.frames_processed > 0 and s.state == "ready" for s in stats.shards)
             assert stats.open_streams == 0 and stats.streams_opened == 24
             for (name, fixture, _), (result, seen, iterated) in zip(jobs, outcomes, strict=True):
@@ -152,8 +172,9 @@ def test_many_streams_with_random_chunkings_are_exact(
                 assert segments_as_lists(ends) == segments_as_lists(want.segments)
                 assert [e.kind for e in seen].count("start") == len(want.segments)
                 assert iterated == seen
-                mine = [e for e in everything if e.stream_id == name]
-                assert mine == seen
+                assert [e for e in everything if e.stream_id == name] == seen
+        await all_reader  # ends when the engine closes
+        assert iterated_all == everything
 
     pv.run(main())
 
