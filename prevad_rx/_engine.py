@@ -47,7 +47,14 @@ from prevad_rx._fanout import EventFanout, EventIterator
 from prevad_rx._loop import require_loop
 from prevad_rx._model_stage import ModelStage, StageStatistics, check_timeouts
 from prevad_rx._pool import PoolStatistics, WorkerPool
-from prevad_rx._stream import BackpressurePolicy, StreamStatistics, VADStream
+from prevad_rx._stream import (
+    BackpressurePolicy,
+    StreamHost,
+    StreamPort,
+    StreamStatistics,
+    VADStream,
+    port_of,
+)
 from prevad_rx._types import AudioChunk, AudioSlice, FrameProbabilities, SpeechEvent, StreamFailure
 from prevad_rx.operators import (
     DEFAULT_FRAMES_PER_SLICE,
@@ -187,7 +194,8 @@ class VADEngine:
         self._stage: ModelStage | None = None
         self._audio_operators = tuple(audio_operators)
         self._event_operators = tuple(event_operators)
-        self._streams: dict[str, VADStream] = {}
+        self._streams: dict[str, StreamPort] = {}  # open streams, as the engine reaches them
+        self._host = StreamHost(self._send, self._forget, self._events_backlog)
         self._opened = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: deque[tuple[Callable[[Any], None], Any]] = deque()
@@ -331,7 +339,7 @@ class VADEngine:
             self._state = "closing"
             self._finished_future()  # a concurrent close() waits for this one
             try:
-                streams = list(self._streams.values())
+                streams = [port.stream for port in self._streams.values()]
                 results = await asyncio.gather(
                     *(s.close() for s in streams), return_exceptions=True
                 )
@@ -350,12 +358,12 @@ class VADEngine:
 
     def _stop_chain(self) -> None:
         """End the operator chain and every listener (synchronous: runs even when cancelled)."""
-        for stream in list(self._streams.values()):  # left over only if close() was cancelled
+        for port in list(self._streams.values()):  # left over only if close() was cancelled
+            sid = port.stream.stream_id
             failure = StreamFailedError(
-                f"stream {stream.stream_id!r}: the engine closed before the stream ended",
-                stream.stream_id,
+                f"stream {sid!r}: the engine closed before the stream ended", sid
             )
-            stream._fail(failure)
+            port.fail(failure)
             self._fanout.fail(failure)
         if self._subject is not None:
             self._subject.on_completed()
@@ -384,7 +392,7 @@ class VADEngine:
     @property
     def streams(self) -> Mapping[str, VADStream]:
         """Open streams by id (a read-only view)."""
-        return dict(self._streams)
+        return {sid: port.stream for sid, port in self._streams.items()}
 
     # ------------------------------------------------------------------ streams
 
@@ -434,7 +442,7 @@ class VADEngine:
         if backpressure is not None:
             _check_policy(backpressure)
         stream = VADStream(
-            self,
+            self._host,
             stream_id,
             rate,
             config or self.config,
@@ -445,7 +453,7 @@ class VADEngine:
             backpressure=backpressure or self._backpressure,
             max_queued_chunks=self._max_queued,
         )
-        self._streams[stream_id] = stream
+        self._streams[stream_id] = port_of(stream)
         self._opened += 1
         return stream
 
@@ -481,10 +489,10 @@ class VADEngine:
             streams_opened=self._opened,
             pool=self._pool.statistics(),
             stage=self._stage.statistics() if self._stage is not None else None,
-            streams=tuple(s.statistics() for s in self._streams.values()),
+            streams=tuple(port.stream.statistics() for port in self._streams.values()),
         )
 
-    # ---------------------------------------------- called by VADStream (loop)
+    # ------------------------- the stream's StreamHost (on the loop; see __init__)
 
     def _send(self, chunk: AudioChunk) -> None:
         if self._broken is not None:
@@ -493,36 +501,37 @@ class VADEngine:
         self._subject.on_next(chunk)
 
     def _forget(self, stream: VADStream) -> None:
-        if self._streams.get(stream.stream_id) is stream:
+        port = self._streams.get(stream.stream_id)
+        if port is not None and port.stream is stream:
             del self._streams[stream.stream_id]
 
     def _events_backlog(self) -> int:
         return self._fanout.backlog
 
     def _room_made(self) -> None:
-        for stream in list(self._streams.values()):
-            stream._room_changed()
+        for port in list(self._streams.values()):
+            port.room_changed()
 
     # ----------------------------------------- chain callbacks (various threads)
 
     def _config_for(self, stream_id: str) -> VADConfig:
-        stream = self._streams.get(stream_id)  # read on a worker thread: one dict lookup
-        return stream.config if stream is not None else self.config
+        port = self._streams.get(stream_id)  # read on a worker thread: one dict lookup
+        return port.stream.config if port is not None else self.config
 
     def _keep_audio_for(self, stream_id: str) -> bool:
-        stream = self._streams.get(stream_id)
-        return stream.keep_audio if stream is not None else False
+        port = self._streams.get(stream_id)
+        return port.stream.keep_audio if port is not None else False
 
     def _slice_submitted(self, item: AudioSlice | StreamFailure) -> None:
         # Runs synchronously inside push(), on the loop. Failures travel on to
         # the result subscription, which reports them in order; the next push()
         # raises at once.
-        stream = self._streams.get(item.stream_id)
-        if stream is not None:
+        port = self._streams.get(item.stream_id)
+        if port is not None:
             if isinstance(item, AudioSlice):
-                stream._on_slice(item)
+                port.on_slice(item)
             else:
-                stream._failed_in_push(item.error)
+                port.failed_in_push(item.error)
 
     def _segment_from_worker(self, event: SpeechEvent) -> None:
         if event.segment is not None:
@@ -579,16 +588,16 @@ class VADEngine:
     # --------------------------------------------------------------- on the loop
 
     def _segment_on_loop(self, event: SpeechEvent) -> None:
-        stream = self._streams.get(event.stream_id)
-        if stream is not None and event.stream_id not in self._stale and event.segment is not None:
-            stream._on_segment(event.segment)
+        port = self._streams.get(event.stream_id)
+        if port is not None and event.stream_id not in self._stale and event.segment is not None:
+            port.on_segment(event.segment)
 
     def _event_on_loop(self, event: SpeechEvent) -> None:
         if event.stream_id in self._stale:
             return
-        stream = self._streams.get(event.stream_id)
-        if stream is not None and event.kind != "error":
-            stream._on_event(event)
+        port = self._streams.get(event.stream_id)
+        if port is not None and event.kind != "error":
+            port.on_event(event)
             self._fanout.publish(event)
 
     def _frames_on_loop(self, item: FrameProbabilities) -> None:
@@ -596,49 +605,48 @@ class VADEngine:
             if item.is_last:
                 self._stale.discard(item.stream_id)
             return
-        stream = self._streams.get(item.stream_id)
-        if stream is not None:
-            stream._on_frames(item)
+        port = self._streams.get(item.stream_id)
+        if port is not None:
+            port.on_frames(item)
 
     def _failure_on_loop(self, failure: StreamFailure) -> None:
         if failure.stream_id in self._stale:
             self._stale.discard(failure.stream_id)
             return
-        stream = self._streams.get(failure.stream_id)
-        if stream is not None:
-            stream._fail(failure.error)
+        port = self._streams.get(failure.stream_id)
+        if port is not None:
+            port.fail(failure.error)
             self._fanout.fail(failure.error)
-            self._end_failed(stream)
+            self._end_failed(port)
 
     def _event_failure_on_loop(self, failure: StreamFailure) -> None:
         """The stream failed after the results branch (merge_segments, emit_events or an
         event operator): fail it now; what the chain still holds of it (up to its last
         result or failure) is stale, never a reopened stream's."""
-        stream = self._streams.get(failure.stream_id)
-        if stream is None or failure.stream_id in self._stale:
+        port = self._streams.get(failure.stream_id)
+        if port is None or failure.stream_id in self._stale:
             return
-        stream._fail(failure.error)
+        port.fail(failure.error)
         self._fanout.fail(failure.error)
         self._stale.add(failure.stream_id)
-        self._end_failed(stream)
+        self._end_failed(port)
 
-    def _end_failed(self, stream: VADStream) -> None:
+    def _end_failed(self, port: StreamPort) -> None:
         """Send a failed stream's end through the chain, so every operator forgets it
         and its id can be opened again."""
-        if not stream._end_sent and self._broken is None and self._subject is not None:
-            stream._end_sent = True
-            self._subject.on_next(stream._end_chunk())
+        if self._broken is None and self._subject is not None:
+            end = port.take_end_chunk()
+            if end is not None:
+                self._subject.on_next(end)
 
     def _chain_failed_on_loop(self, error: Exception) -> None:
         if self._broken is not None:
             return
         self._broken = error
         log.error("operator chain failed; failing all streams", exc_info=error)
-        for stream in list(self._streams.values()):
-            failure = StreamFailedError(
-                f"stream {stream.stream_id!r}: the operator chain failed: {error}",
-                stream.stream_id,
-            )
+        for port in list(self._streams.values()):
+            sid = port.stream.stream_id
+            failure = StreamFailedError(f"stream {sid!r}: the operator chain failed: {error}", sid)
             failure.__cause__ = error
-            stream._fail(failure)
+            port.fail(failure)
             self._fanout.fail(failure)

@@ -1,4 +1,11 @@
-"""VADStream: one audio stream inside a :class:`~prevad_rx.VADEngine`, used on the engine's loop."""
+"""VADStream: one audio stream inside a :class:`~prevad_rx.VADEngine`, used on the engine's loop.
+
+The engine and its streams talk through two small records of callables,
+internal to prevad_rx: the stream calls its engine through a
+:class:`StreamHost`, the engine calls the stream through its
+:class:`StreamPort` (:func:`port_of`). Neither touches the other's private
+members, and both run only on the engine's loop.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from reactivex import Observable, abc
@@ -35,14 +42,55 @@ StreamState = Literal["open", "closing", "closed", "failed"]
 BackpressurePolicy = Literal["wait", "drop_oldest", "error"]
 
 
-class _Sink(Protocol):
-    """What a stream needs from its engine."""
+@dataclass(frozen=True, slots=True)
+class StreamHost:
+    """What a stream needs from its engine (internal to prevad_rx, not public API)."""
 
-    def _send(self, chunk: AudioChunk) -> None: ...
+    #: send a chunk of the stream into the engine's operator chain
+    send: Callable[[AudioChunk], None]
+    #: the stream has ended: the engine lets go of it
+    forget: Callable[[VADStream], None]
+    #: unread events held by the engine's own ``events()`` iterators
+    events_backlog: Callable[[], int]
 
-    def _forget(self, stream: VADStream) -> None: ...
 
-    def _events_backlog(self) -> int: ...
+@dataclass(frozen=True, slots=True)
+class StreamPort:
+    """What an engine calls on one of its streams, on the loop (internal to prevad_rx,
+    not public API). Made by :func:`port_of`; each field is the stream's own handler."""
+
+    stream: VADStream
+    #: a slice of the stream entered the model stage
+    on_slice: Callable[[AudioSlice], None]
+    #: the stream failed on its way in (its next ``push()`` raises)
+    failed_in_push: Callable[[StreamFailedError], None]
+    #: a slice's probabilities came back, in order
+    on_frames: Callable[[FrameProbabilities], None]
+    #: a segment finished (whatever the event operators let through)
+    on_segment: Callable[[Segment], None]
+    #: a start or end event to deliver
+    on_event: Callable[[SpeechEvent], None]
+    #: the stream failed: it ends with this error
+    fail: Callable[[StreamFailedError], None]
+    #: work finished or events were read: queued audio may go in, waiting pushes wake
+    room_changed: Callable[[], None]
+    #: the end-of-stream chunk to send, once (None once sent)
+    take_end_chunk: Callable[[], AudioChunk | None]
+
+
+def port_of(stream: VADStream) -> StreamPort:
+    """The engine's handle on ``stream``."""
+    return StreamPort(
+        stream,
+        on_slice=stream._on_slice,
+        failed_in_push=stream._failed_in_push,
+        on_frames=stream._on_frames,
+        on_segment=stream._on_segment,
+        on_event=stream._on_event,
+        fail=stream._fail,
+        room_changed=stream._room_changed,
+        take_end_chunk=stream._take_end_chunk,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +140,7 @@ class VADStream:
 
     def __init__(
         self,
-        engine: _Sink,
+        host: StreamHost,
         stream_id: str,
         sample_rate: int,
         config: VADConfig,
@@ -109,7 +157,7 @@ class VADStream:
         self.processing_rate = model_sample_rate(sample_rate)
         self.config = config
         self.keep_audio = keep_audio
-        self._engine = engine
+        self._host = host
         self._max_pending = max_pending_slices
         self._max_buffered = max_buffered_events
         self.backpressure: BackpressurePolicy = backpressure
@@ -191,7 +239,7 @@ class VADStream:
             elif self._queued or not self._has_room():
                 self._queue(chunk)
                 return
-            self._engine._send(chunk)
+            self._host.send(chunk)
             self._samples_pushed += chunk.samples.size
 
     def _queue(self, chunk: AudioChunk) -> None:
@@ -212,10 +260,11 @@ class VADStream:
     def _admit_queued(self) -> None:
         """Move queued chunks into the pipeline while there is room (on the loop)."""
         while self._queued and self._state in ("open", "closing") and self._has_room():
-            self._engine._send(self._queued.popleft())
-        if not self._queued and self._state == "closing" and not self._end_sent:
-            self._end_sent = True
-            self._engine._send(self._end_chunk())
+            self._host.send(self._queued.popleft())
+        if not self._queued and self._state == "closing":
+            end = self._take_end_chunk()
+            if end is not None:
+                self._host.send(end)
 
     async def flush(self) -> None:
         """Return once every whole frame pushed so far is processed and its events delivered.
@@ -259,7 +308,11 @@ class VADStream:
         assert self._result is not None
         return self._result
 
-    def _end_chunk(self) -> AudioChunk:
+    def _take_end_chunk(self) -> AudioChunk | None:
+        """The end-of-stream chunk, the first time only (None once it was taken)."""
+        if self._end_sent:
+            return None
+        self._end_sent = True
         return AudioChunk(self.stream_id, np.zeros(0, np.float32), self.sample_rate, True)
 
     def _check_writable(self) -> None:
@@ -275,7 +328,7 @@ class VADStream:
         return (
             in_flight < self._max_pending
             and self._fanout.backlog < self._max_buffered
-            and self._engine._events_backlog() < self._max_buffered
+            and self._host.events_backlog() < self._max_buffered
         )
 
     # ---------------------------------------------------------------- events out
@@ -375,7 +428,7 @@ class VADStream:
     def _end(self) -> None:
         if not self._done.done():
             self._done.set_result(None)
-        self._engine._forget(self)
+        self._host.forget(self)
         self._signal.notify()
 
     def statistics(self) -> StreamStatistics:
