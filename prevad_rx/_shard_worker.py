@@ -108,6 +108,7 @@ class _ShardRunner:
             self._stop = loop.create_future()
             fd = self._commands.fileno()
             loop.add_reader(fd, self._on_commands)
+            os.set_blocking(fd, True)  # uvloop made it non-blocking: recv() reads whole messages
             ticker = loop.create_task(self._report_progress())
             try:
                 await self._stop

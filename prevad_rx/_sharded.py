@@ -157,6 +157,8 @@ class _Shard:
             child_results.close()
         self.pid = self.process.pid
         self.loop.add_reader(self.results.fileno(), self._on_results)
+        # uvloop makes a watched fd non-blocking; recv() must read a whole message
+        os.set_blocking(self.results.fileno(), True)
 
     # ------------------------------------------------------------------ sending
 

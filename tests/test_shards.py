@@ -25,17 +25,15 @@ from tests.conftest import ROOT, GoldenFixture, segments_as_lists
 # ------------------------------------------------------------ picklable operators
 
 
+def _zero_if_muted(chunk: pv.AudioChunk) -> pv.AudioChunk:
+    if not chunk.stream_id.startswith("muted"):
+        return chunk
+    return pv.AudioChunk(chunk.stream_id, chunk.samples * 0, chunk.sample_rate, chunk.end_of_stream)
+
+
 def silence_muted(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChunk]:
     """An audio operator (module level, so it can run in a shard): zeroes streams named muted-*."""
-    return source.pipe(
-        ops.map(
-            lambda c: (
-                pv.AudioChunk(c.stream_id, c.samples * 0, c.sample_rate, c.end_of_stream)
-                if c.stream_id.startswith("muted")
-                else c
-            )
-        )
-    )
+    return source.pipe(ops.map(_zero_if_muted))
 
 
 def explode_on_bad(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChunk]:
@@ -51,7 +49,11 @@ def explode_on_bad(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChun
 
 def only_ends(source: Observable[pv.SpeechEvent]) -> Observable[pv.SpeechEvent]:
     """An event operator that lets only ``end`` events through."""
-    return source.pipe(ops.filter(lambda e: e.kind == "end"))
+    return source.pipe(ops.filter(_is_end))
+
+
+def _is_end(event: pv.SpeechEvent) -> bool:
+    return event.kind == "end"
 
 
 # ------------------------------------------------------------------- helpers
@@ -150,7 +152,7 @@ def test_many_streams_with_random_chunkings_are_exact(
             for i in range(24):
                 fixture = all_fixtures[i % len(all_fixtures)]
                 jobs.append(
-                    (f"s{i}", fixture, feed(engine, f"s{i}", fixture, int(rng.integers(1e9))))
+                    (f"s{i}", fixture, feed(engine, f"s{i}", fixture, int(rng.integers(10**9))))
                 )
             outcomes = await asyncio.gather(*(job for _, _, job in jobs))
             stats = engine.statistics()
@@ -333,6 +335,9 @@ def test_bad_arguments_are_config_errors_before_any_process_starts(
 
 
 def test_open_stream_checks_its_arguments(speech16k: GoldenFixture) -> None:
+    """open_stream() and push() refuse what VADEngine refuses; int16, resampled and
+    keep_audio streams work (the kept audio crosses back with its end event)."""
+
     async def main() -> None:
         engine = pv.ShardedVADEngine(shards=1)
         with pytest.raises(pv.ClosedError):
@@ -353,6 +358,19 @@ def test_open_stream_checks_its_arguments(speech16k: GoldenFixture) -> None:
             await resampled.push(speech16k.audio[:44100])
             assert (await resampled.close()).sample_rate == 16000
             assert (await stream.close()).num_samples == 512
+            kept = engine.open_stream("kept", keep_audio=True)
+            ends: list[pv.SpeechEvent] = []
+            kept.subscribe(lambda e: ends.append(e) if e.kind == "end" else None)
+            await kept.push(speech16k.audio)
+            result = await kept.close()
+            assert ends and all(e.segment is not None for e in ends)
+            for event, segment in zip(ends, result.segments, strict=True):
+                assert event.segment is not None and event.segment.audio is not None
+                assert event.segment.audio.size == segment.end_sample - segment.start_sample
+                np.testing.assert_array_equal(
+                    event.segment.audio,
+                    speech16k.audio[segment.start_sample : segment.end_sample],
+                )
 
     pv.run(main())
 
