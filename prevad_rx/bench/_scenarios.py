@@ -432,15 +432,24 @@ async def _live_trial(
 
 
 def memory(options: BenchOptions) -> dict[str, Any]:
-    """RSS added by 1,000 open streams (model excluded), and the threads in use."""
+    """RSS added by 1,000 open streams (model excluded), and the threads in use; measured in
+    a fresh process, so memory freed by earlier scenarios cannot hide the growth."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     count = 50 if options.quick else 1000
-    options.progress(f"memory: {count} open streams")
-    return run(_memory(count, options))
+    options.progress(f"memory: {count} open streams (fresh process)")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
+        return executor.submit(_memory_in_process, count, options.workers).result()
 
 
-async def _memory(count: int, options: BenchOptions) -> dict[str, Any]:
+def _memory_in_process(count: int, workers: int) -> dict[str, Any]:
+    return run(_memory(count, workers))
+
+
+async def _memory(count: int, workers: int) -> dict[str, Any]:
     audio = speech(2)
-    async with VADEngine(num_workers=options.workers) as engine:
+    async with VADEngine(num_workers=workers) as engine:
         warm = engine.open_stream("warm-up")
         await warm.push(audio[:32000])
         await warm.close()
@@ -463,7 +472,7 @@ async def _memory(count: int, options: BenchOptions) -> dict[str, Any]:
         "rss_with_streams_mb": after,
         "added_mb": after - before,
         "threads": threads_before,
-        "workers": options.workers,
+        "workers": workers,
     }
 
 
