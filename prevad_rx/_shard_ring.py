@@ -9,6 +9,7 @@ fit before the end of the ring, the tail is skipped and counted as used.
 
 from __future__ import annotations
 
+import weakref
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -27,6 +28,8 @@ class ShardRing:
             create=True, size=capacity_samples * _ITEM
         )
         self.name = self._shm.name
+        # an engine dropped without close() still removes its segment (at exit at the latest)
+        self._finalizer = weakref.finalize(self, self._shm.unlink)
         self._view: np.ndarray | None = np.ndarray(
             (capacity_samples,), np.float32, buffer=self._shm.buf
         )
@@ -73,6 +76,7 @@ class ShardRing:
         self._view = None
         shm, self._shm = self._shm, None
         if shm is not None:
+            self._finalizer.detach()
             shm.close()
             shm.unlink()
 

@@ -499,7 +499,8 @@ class ShardedStream:
         return self._fanout.events()
 
     def statistics(self) -> StreamStatistics:
-        """Counters of this stream now (frame counts as last reported by its shard)."""
+        """Counters of this stream now (frame counts as last reported by its shard;
+        ``queued_chunks``: chunks sent to the shard and not yet taken by its engine)."""
         return StreamStatistics(
             stream_id=self.stream_id,
             state=self._state,
