@@ -22,17 +22,21 @@ A backend error fails only the streams whose work failed: a batched call that
 raises (any exception, ``SystemExit`` included) or returns malformed results is
 retried item by item to find them, and after each failed call the worker resets
 its backend (:meth:`Backend.reset`; one that cannot be reset is replaced). A
-call that does not return within
-its deadline (``timeout_factor`` times the audio it holds, at least
-``min_timeout`` seconds) fails its streams with a
+call that does not return within its deadline (``timeout_factor`` times the
+audio it holds, at least ``min_timeout`` seconds) fails its streams with a
 :class:`~prevad_rx.SliceTimeoutError`; the worker stuck in it is replaced, and
 whatever the call returns later is ignored.
 
-Three parts: :mod:`prevad_rx._lanes` keeps the books and picks the batches
+Input: :class:`~prevad_rx.AudioSlice` (in ``seq`` order per stream) and
+:class:`~prevad_rx.StreamFailure` items. Output: :class:`~prevad_rx.FrameProbabilities`
+and :class:`~prevad_rx.StreamFailure`, per-stream ordered, one at a time.
+
+Four parts: :mod:`prevad_rx._lanes` keeps the books and picks the batches
 (no threads, no locks), :mod:`prevad_rx._model_calls` calls the backend and
-checks what it returns, :mod:`prevad_rx._watchdog` enforces the deadlines;
-:class:`ModelStage` is the driver that runs them on the pool, holding the lock
-around the books and emitting under the emission lock.
+checks what it returns, :mod:`prevad_rx._watchdog` enforces the deadlines, and
+:class:`ModelStage`, the driver, runs them on the pool: it holds the lock
+around the books, calls the backend with no lock held, and emits under the
+emission lock.
 """
 
 from __future__ import annotations

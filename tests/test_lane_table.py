@@ -199,6 +199,20 @@ def test_a_failed_stream_is_flushed_and_its_slices_dropped_up_to_its_last() -> N
     assert (stats.failed_streams, stats.in_flight_slices, stats.streams) == (1, 2, 2)
 
 
+def test_a_failed_stream_leaves_the_encode_queue_at_once() -> None:
+    table, released = make_table(workers=1, max_batch_frames=2)
+    for seq in range(3):
+        table.submit(piece("a", seq))
+    table.submit(piece("b", 0))
+    batch = table.next_encode_batch()
+    assert batch is not None and [s.seq for s in batch.slices] == [0]
+    (lane,) = table.encoded(batch, [RuntimeError("bad")]).flush
+    assert table.begin_flush(lane) is not None
+    assert released == [3] and table.statistics().queued_encode_slices == 1  # only b's
+    rest = table.next_encode_batch()
+    assert rest is not None and [s.stream_id for s in rest.slices] == ["b"]
+
+
 def test_a_failure_waits_until_the_lane_is_no_longer_held() -> None:
     table, released = make_table(workers=1)
     table.submit(piece("a", 0))
@@ -241,21 +255,27 @@ def test_a_timed_out_batch_of_several_streams_retries_each_alone() -> None:
     assert batch is not None and len(batch) == 2
     followup = table.timed_out(batch, 2.0)
     assert followup.flush == [] and followup.encode == 1  # its task slot was given back
+    table.submit(piece("c", 0))
     alone = []
     while (encode := table.next_encode_batch()) is not None:
         alone.append([s.stream_id for s in encode.slices])
         table.encoded(encode, features(encode))
-    assert alone == [["a"], ["b"]]
+    assert alone == [["a"], ["b"], ["c"]]  # c, queued later, is not batched with a retry
     decode = table.next_decode_batch()
-    assert decode is not None and len(decode) == 2
+    assert decode is not None and len(decode) == 3
+    table.submit(piece("d", 0))
+    encode_all(table)  # d gets ready while the call hangs
     table.timed_out(decode, 2.0)
     assert all(not lane.busy and lane.solo for lane, _ in decode.runs)
-    solo = []
+    table.submit(piece("e", 0))
+    encode_all(table)  # e gets ready after it
+    batches = []
     while (retry := table.next_decode_batch()) is not None:
-        solo.append([sid for sid, _ in run_ids(retry)])
+        batches.append([sid for sid, _ in run_ids(retry)])
         decode_and_emit(table, retry)
         assert not retry.runs[0][0].solo  # it succeeded: batched again from now on
-    assert sorted(solo) == [["a"], ["b"]]
+    # neither d (ready before the retries) nor e (after) shares a call with a retry
+    assert batches == [["d"], ["c"], ["b"], ["a"], ["e"]]
     assert table.statistics().timed_out_calls == 2
 
 
