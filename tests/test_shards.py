@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +46,17 @@ def explode_on_bad(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChun
         return chunk
 
     return source.pipe(ops.map(check))
+
+
+def stall_sleepy(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChunk]:
+    """An audio operator that holds up its shard for a while on streams named sleepy-*."""
+
+    def stall(chunk: pv.AudioChunk) -> pv.AudioChunk:
+        if chunk.stream_id.startswith("sleepy"):
+            time.sleep(2.0)
+        return chunk
+
+    return source.pipe(ops.map(stall))
 
 
 def only_ends(source: Observable[pv.SpeechEvent]) -> Observable[pv.SpeechEvent]:
@@ -185,14 +197,16 @@ def test_a_killed_shard_fails_only_its_streams_and_is_replaced(
     pool: pv.WorkerPool, speech16k: GoldenFixture
 ) -> None:
     """SIGKILL one shard: its streams fail with ShardFailedError (push, close, events(),
-    engine events), the other shard's streams stay exact, a new stream runs in a
-    replacement process, and close leaves no process or shared memory behind."""
+    engine events, and a push and a flush that were waiting on the shard), the other
+    shard's streams stay exact, a new stream runs in a replacement process, and close
+    leaves no process or shared memory behind."""
     want = reference(pool, speech16k)
     audio = speech16k.audio
     names: list[str] = []
 
     async def main() -> None:
-        async with pv.ShardedVADEngine(shards=2) as engine:
+        engine = pv.ShardedVADEngine(shards=2, max_pending_chunks=2, audio_operators=[stall_sleepy])
+        async with engine:
             errors: list[pv.SpeechEvent] = []
             engine.subscribe(lambda e: errors.append(e) if e.kind == "error" else None)
             streams = [engine.open_stream(f"s{i}", keep_probabilities=True) for i in range(4)]
@@ -203,9 +217,20 @@ def test_a_killed_shard_fails_only_its_streams_and_is_replaced(
             iterator = victims[0].events()
             for s in streams:
                 await s.push(audio[:48000])
+            sleepy = engine.open_stream("sleepy")  # the shards are even: shard 0
+            assert sleepy.shard == 0
+            await sleepy.push(audio[:512])  # holds up shard 0
+            await sleepy.push(audio[512:1024])  # two chunks in flight: the budget is full
+            waiting_push = asyncio.create_task(sleepy.push(audio[1024:1536]))
+            waiting_flush = asyncio.create_task(victims[1].flush())
+            await asyncio.sleep(0.05)
+            assert not waiting_push.done() and not waiting_flush.done()
             dead_pid = engine.shard_pids()[0]
             assert dead_pid is not None
             os.kill(dead_pid, signal.SIGKILL)
+            for waiting in (waiting_push, waiting_flush):
+                with pytest.raises(pv.ShardFailedError):
+                    await waiting
             with pytest.raises(pv.ShardFailedError) as caught:
                 await victims[0].close()
             assert caught.value.shard == 0 and caught.value.stream_id == "s0"
@@ -216,7 +241,7 @@ def test_a_killed_shard_fails_only_its_streams_and_is_replaced(
                 async for _ in iterator:
                     pass
             assert victims[1].state == "failed"
-            assert sorted(e.stream_id for e in errors) == [v.stream_id for v in victims]
+            assert sorted(e.stream_id for e in errors) == ["s0", "s2", "sleepy"]
             for s in survivors:
                 await s.push(audio[48000:])
                 result = await s.close()
