@@ -440,3 +440,16 @@ def test_a_shard_that_cannot_start_fails_start_with_its_reason() -> None:
         from prevad_rx.backends import _registry
 
         _registry._registered.pop("registered-here-only", None)
+
+
+def test_the_shard_packet_benchmark_runs_both_engines() -> None:
+    """scripts/bench_shards.py's packet scenario, shrunk: both engines take every packet."""
+    from prevad_rx.bench._scenarios import BenchOptions
+    from prevad_rx.bench._shards import shard_packets
+
+    out = shard_packets(BenchOptions(quick=True, workers=1))
+    assert out["streams"] == 8 and out["cores"] == 1
+    for name in ("engine", "shards"):
+        assert out[name]["packets_per_s"] > 0
+        assert out[name]["user_process_cpu_us_per_packet"] > 0
+    assert multiprocessing.active_children() == []

@@ -1,0 +1,95 @@
+"""Benchmarks of :class:`ShardedVADEngine` next to :class:`VADEngine`, in the same run.
+
+* :func:`shard_scaling`: offline throughput (2 s chunks, streams interleaved) with 1, 2,
+  4, ... shards x 1 worker up to ``options.workers``, next to ``VADEngine`` with as many
+  worker threads: wall µs per 32 ms frame.
+* :func:`shard_packets`: many interleaved streams of 32 ms packets, ``options.workers``
+  shards x 1 worker against ``VADEngine(num_workers=options.workers)``: packets per
+  second and CPU per packet in the user's process.
+
+Start-up (spawning shards, loading models) is not timed; each engine warms up first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from prevad_rx._engine import VADEngine
+from prevad_rx._runtime import run
+from prevad_rx._sharded import ShardedVADEngine
+from prevad_rx.bench._scenarios import BenchOptions, speech
+
+__all__: list[str] = []  # run through scripts/bench_shards.py
+
+EngineFactory = Callable[[], VADEngine | ShardedVADEngine]
+
+
+async def _drive(
+    make: EngineFactory, streams: int, audio: np.ndarray, step: int
+) -> tuple[float, float]:
+    """Wall and CPU seconds (this process) for ``streams`` streams pushing ``audio`` in
+    ``step``-sample pieces, every stream in turn, then closing."""
+    async with make() as engine:
+        warm = engine.open_stream("warm-up")
+        await warm.push(audio[:32000])
+        await warm.close()
+        handles = [engine.open_stream(f"s{i}") for i in range(streams)]
+        gc.collect()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for start in range(0, audio.size, step):
+            piece = audio[start : start + step]
+            for stream in handles:
+                await stream.push(piece)
+        await asyncio.gather(*(s.close() for s in handles))
+        return time.perf_counter() - wall0, time.process_time() - cpu0
+
+
+def _counts(limit: int) -> list[int]:
+    return sorted({1, limit} | {2**k for k in range(8) if 2**k <= limit})
+
+
+def shard_scaling(options: BenchOptions) -> dict[str, Any]:
+    """Offline 2 s chunks: ``VADEngine(num_workers=n)`` and ``n`` shards x 1 worker."""
+    streams = 8 if options.quick else 32
+    audio = speech(6 if options.quick else 30)
+    frames = audio.size // 512 * streams
+    out: dict[str, Any] = {"streams": streams, "audio_s": round(audio.size / 16000, 1)}
+    for n in _counts(options.workers):
+        options.progress(f"shard scaling: VADEngine, {n} worker(s)")
+        engine_wall, _ = run(_drive(partial(VADEngine, num_workers=n), streams, audio, 32000))
+        options.progress(f"shard scaling: {n} shard(s) x 1 worker")
+        shard_wall, _ = run(_drive(partial(ShardedVADEngine, shards=n), streams, audio, 32000))
+        out[f"n{n}"] = {
+            "engine_wall_us": engine_wall / frames * 1e6,
+            "shards_wall_us": shard_wall / frames * 1e6,
+            "shards_vs_engine": engine_wall / shard_wall,
+        }
+    return out
+
+
+def shard_packets(options: BenchOptions) -> dict[str, Any]:
+    """32 ms packets from many interleaved streams: both engines on ``options.workers`` cores."""
+    streams = 8 if options.quick else 64
+    audio = speech(2 if options.quick else 6)
+    packets = streams * (audio.size // 512)
+    n = options.workers
+    out: dict[str, Any] = {"streams": streams, "packets": packets, "cores": n}
+    for name, make in (
+        ("engine", lambda: VADEngine(num_workers=n)),
+        ("shards", lambda: ShardedVADEngine(shards=n)),
+    ):
+        options.progress(f"shard packets: {name}, {streams} streams")
+        wall, cpu = run(_drive(make, streams, audio, 512))
+        out[name] = {
+            "packets_per_s": packets / wall,
+            "user_process_cpu_us_per_packet": cpu / packets * 1e6,
+        }
+    out["shards_vs_engine"] = out["shards"]["packets_per_s"] / out["engine"]["packets_per_s"]
+    return out
