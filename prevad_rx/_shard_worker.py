@@ -17,6 +17,7 @@ that the loop never blocks on a full pipe (it always goes on reading commands):
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 import queue
@@ -35,6 +36,8 @@ from prevad_rx._stream import VADStream
 from prevad_rx._types import Segment, SpeechEvent
 
 __all__: list[str] = []  # internal to ShardedVADEngine
+
+log = logging.getLogger("prevad_rx.shards")
 
 #: how often (s) open streams report their counters when nothing else happens
 PROGRESS_INTERVAL = 0.1
@@ -134,6 +137,29 @@ class _ShardRunner:
                 self._results.send(batch)
             except (OSError, EOFError):  # the user's process is gone
                 return
+            except Exception:  # noqa: BLE001 - something in it cannot be pickled
+                if not self._send_each(batch):
+                    return
+
+    def _send_each(self, batch: list[tuple[Any, ...]]) -> bool:
+        """Send a batch one message at a time; a message that cannot be pickled fails its
+        stream instead. False once the user's process is gone."""
+        for message in batch:
+            try:
+                data = pickle.dumps([message])
+            except Exception as exc:
+                log.exception("a %r result cannot be sent back", message[0])
+                if len(message) < 2 or not isinstance(message[1], int):
+                    continue
+                error = StreamFailedError(
+                    f"a result of the stream cannot be sent back from its shard: {exc}"
+                )
+                data = pickle.dumps([("failed", message[1], error, None)])
+            try:
+                self._results.send_bytes(data)
+            except (OSError, EOFError):
+                return False
+        return True
 
     # ------------------------------------------------------------------ commands
 
@@ -141,7 +167,10 @@ class _ShardRunner:
         try:
             while self._commands.poll():
                 for record in self._commands.recv():
-                    self._handle(record)
+                    try:
+                        self._handle(record)
+                    except Exception:
+                        log.exception("shard: handling a %r record failed", record[0])
         except (EOFError, OSError):  # the user's process is gone: stop
             if self._stop is not None and not self._stop.done():
                 self._stop.set_result(None)

@@ -222,6 +222,8 @@ class _Shard:
                 error.__cause__ = cause
             stream = self.streams.pop(slot, None)
             if stream is not None:
+                if error.stream_id is None:
+                    error.stream_id = stream.stream_id
                 stream._fail(error)
         elif kind == "ready":
             _, self.pid, rates = message

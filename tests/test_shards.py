@@ -59,6 +59,27 @@ def stall_sleepy(source: Observable[pv.AudioChunk]) -> Observable[pv.AudioChunk]
     return source.pipe(ops.map(stall))
 
 
+def unpicklable_for_odd(source: Observable[pv.SpeechEvent]) -> Observable[pv.SpeechEvent]:
+    """An event operator whose events for streams named odd-* cannot be pickled."""
+
+    class Local(pv.SpeechEvent):
+        __slots__ = ()
+
+    def convert(event: pv.SpeechEvent) -> pv.SpeechEvent:
+        if not event.stream_id.startswith("odd"):
+            return event
+        return Local(
+            event.kind,
+            event.stream_id,
+            event.sample,
+            event.sample_rate,
+            event.decided_at_sample,
+            segment=event.segment,
+        )
+
+    return source.pipe(ops.map(convert))
+
+
 def only_ends(source: Observable[pv.SpeechEvent]) -> Observable[pv.SpeechEvent]:
     """An event operator that lets only ``end`` events through."""
     return source.pipe(ops.filter(_is_end))
@@ -278,7 +299,7 @@ def test_backpressure_operators_and_close_with_open_streams(
             ring_samples=4096,
             max_pending_chunks=2,
             audio_operators=[silence_muted, explode_on_bad],
-            event_operators=[only_ends],
+            event_operators=[only_ends, unpicklable_for_odd],
         )
         async with engine:
             loud = engine.open_stream("loud", keep_probabilities=True)
@@ -306,6 +327,13 @@ def test_backpressure_operators_and_close_with_open_streams(
                 await bad.close()
             assert caught.value.stream_id == "bad-1" and "explode_on_bad" in str(caught.value)
             assert isinstance(caught.value.__cause__, ValueError)
+
+            # an event that cannot be pickled fails its stream, not the shard
+            odd = engine.open_stream("odd-1")
+            with pytest.raises(pv.StreamFailedError, match="cannot be sent back") as failed:
+                await odd.push(audio)  # the failure may come back while it is pushed
+                await odd.close()
+            assert failed.value.stream_id == "odd-1"
 
             eager = engine.open_stream("eager", backpressure="error")
             await eager.push(audio[:512])
