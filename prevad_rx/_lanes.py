@@ -485,10 +485,11 @@ class LaneTable:
 
     # --------------------------------------------------------------- failures
 
-    def begin_flush(self, lane: Lane) -> tuple[StreamFailedError, bool] | None:
-        """Retire a failed lane that no worker holds: (its error, whether the stage is
-        done), after which the owner emits the error; None if it cannot be flushed now
-        (whoever releases the lane flushes it)."""
+    def begin_flush(self, lane: Lane) -> StreamFailedError | None:
+        """Retire a failed lane that no worker holds and return its error, which the owner
+        then emits; None if it cannot be flushed now (whoever releases the lane flushes
+        it). Its slices leave the stage only in :meth:`end_flush`, once the error is out:
+        the stage cannot end before its last failure was emitted."""
         if lane.busy or lane.gone or lane.error is None or lane.waiting_for is not None:
             return None
         lane.busy = True
@@ -500,11 +501,12 @@ class LaneTable:
         self._encode_queued_frames = sum(e[1].num_frames for e in self._encode_queue)
         lane.ready.clear()
         self._failed_streams += 1
-        done = self._release(lane.queued, lane)
-        return error, done
+        return error
 
-    def end_flush(self, lane: Lane, done: bool) -> Followup:
-        """A failed lane's failure was emitted: its successor may go on."""
+    def end_flush(self, lane: Lane) -> Followup:
+        """A failed lane's failure was emitted: its slices leave the stage, its successor
+        may go on."""
+        done = self._release(lane.queued, lane)
         lane.busy = False
         failed_successor = self._release_successor(lane)
         return self._followup([] if failed_successor is None else [failed_successor], done=done)

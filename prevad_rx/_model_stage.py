@@ -232,15 +232,14 @@ class ModelStage:
         Until the stream's last slice arrives, its further slices are dropped.
         """
         with self._lock:
-            flushing = self._table.begin_flush(lane)
-        if flushing is None:
+            error = self._table.begin_flush(lane)
+        if error is None:
             return  # whoever releases the lane flushes the failure
-        error, done = flushing
         with self._emit_lock:
             if not self._table.terminated:
                 self._emit(StreamFailure(lane.stream_id, error))
         with self._lock:
-            followup = self._table.end_flush(lane, done)
+            followup = self._table.end_flush(lane)
         self._proceed(followup)
 
     # ------------------------------------------------------------ the tail

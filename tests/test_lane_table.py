@@ -183,15 +183,14 @@ def test_a_failed_stream_is_flushed_and_its_slices_dropped_up_to_its_last() -> N
     followup = table.encoded(batch, outcomes)
     (lane,) = followup.flush
     assert lane.stream_id == "a"
-    flushing = table.begin_flush(lane)
-    assert flushing is not None
-    error, done = flushing
-    assert isinstance(error, pv.StreamFailedError) and not done
+    error = table.begin_flush(lane)
+    assert isinstance(error, pv.StreamFailedError)
     assert "encoding slice 0 failed: bad audio" in str(error)
     assert isinstance(error.__cause__, RuntimeError)
-    assert released == [2]  # both of a's slices left the stage
+    assert released == []  # the slices leave only once the failure is out
     assert table.begin_flush(lane) is None  # flushed once
-    table.end_flush(lane, done)
+    assert not table.end_flush(lane).done
+    assert released == [2]  # both of a's slices left the stage
     assert table.submit(piece("a", 2)) == (0, 0)  # dropped
     assert table.submit(piece("a", 3, last=True)) == (0, 0)  # dropped, and the dropping ends
     table.submit(piece("a", 0))  # the id starts afresh
@@ -208,7 +207,9 @@ def test_a_failed_stream_leaves_the_encode_queue_at_once() -> None:
     assert batch is not None and [s.seq for s in batch.slices] == [0]
     (lane,) = table.encoded(batch, [RuntimeError("bad")]).flush
     assert table.begin_flush(lane) is not None
-    assert released == [3] and table.statistics().queued_encode_slices == 1  # only b's
+    assert table.statistics().queued_encode_slices == 1  # only b's
+    table.end_flush(lane)
+    assert released == [3]
     rest = table.next_encode_batch()
     assert rest is not None and [s.stream_id for s in rest.slices] == ["b"]
 
@@ -226,8 +227,9 @@ def test_a_failure_waits_until_the_lane_is_no_longer_held() -> None:
     table.run_decoded(lane, works, result_for(2, 1.0))
     followup = table.run_emitted(lane, works, 2)
     assert followup.flush == [lane]  # now it can be flushed, after the emitted run
-    flushing = table.begin_flush(lane)
-    assert flushing is not None and str(flushing[0]) == "upstream"
+    error = table.begin_flush(lane)
+    assert error is not None and str(error) == "upstream"
+    table.end_flush(lane)
     assert released == [1]
 
 
@@ -290,7 +292,24 @@ def test_a_timed_out_call_of_one_stream_fails_it() -> None:
     (lane,) = followup.flush
     assert isinstance(lane.error, pv.SliceTimeoutError)
     assert str(lane.error) == "stream 'a': decode of slice 0 did not finish within 2.5 s"
-    assert table.begin_flush(lane) is not None and released == [2]
+    assert table.begin_flush(lane) is not None
+    table.end_flush(lane)
+    assert released == [2]
+
+
+def test_the_stage_ends_only_after_its_last_failure_is_out() -> None:
+    """The last work in flight fails after complete(): the stage is done only once that
+    failure has been emitted, so an owner that stops emitting when done never loses it."""
+    table, released = make_table(workers=1)
+    table.submit(piece("a", 0, last=True))
+    assert not table.complete()
+    batch = table.next_encode_batch()
+    assert batch is not None
+    (lane,) = table.encoded(batch, [RuntimeError("bad")]).flush
+    assert table.begin_flush(lane) is not None
+    assert not table.terminated  # still owed: the failure
+    assert table.end_flush(lane).done and table.terminated
+    assert released == [1]
 
 
 def test_complete_is_done_once_the_last_slice_leaves() -> None:

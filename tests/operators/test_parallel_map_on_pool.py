@@ -211,3 +211,21 @@ def test_bad_arguments(pool: pv.WorkerPool) -> None:
         parallel_map_on_pool(pool, max_batch_frames=0)
     with pytest.raises(TypeError, match="AudioSlice"):
         collect(["x"], parallel_map_on_pool(pool))
+
+
+def test_a_failure_of_the_last_work_in_flight_still_comes_out(speech16k: GoldenFixture) -> None:
+    """The source completes while the stream's last slice is still being encoded, and that
+    encode fails: the chain must emit the stream's failure before it completes."""
+    audio = speech16k.audio[: 512 * 8].copy()
+    audio[512 * 6 + 3] = POISON
+    options = {"log": CallLog(), "fail_on": "encode"}
+    with pv.WorkerPool("spy", 1, backend_options=options) as pool:
+        out = collect(
+            [pv.AudioChunk("a", audio, end_of_stream=True)],
+            window_slices(4),
+            parallel_map_on_pool(pool),
+            reorder_by_seq(),
+        )
+    failures = [item for item in out if isinstance(item, pv.StreamFailure)]
+    assert len(failures) == 1 and failures[0].stream_id == "a"
+    assert "encoding slice 1 failed" in str(failures[0].error)
