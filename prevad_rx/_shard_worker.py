@@ -11,6 +11,7 @@ that the loop never blocks on a full pipe (it always goes on reading commands):
 * ``("progress", slot, taken, frames_submitted, frames_processed, slices_in_flight, segments)``;
 * ``("event", slot, event)``, ``("flushed", slot, token)``, ``("closed", slot, result)``;
 * ``("failed", slot, error, cause)``: the stream failed (its later records are dropped);
+* ``("alive",)`` every ``HEARTBEAT_INTERVAL`` s while the shard's loop runs;
 * ``("stopped",)`` after the engine closed.
 """
 
@@ -41,6 +42,8 @@ log = logging.getLogger("prevad_rx.shards")
 
 #: how often (s) open streams report their counters when nothing else happens
 PROGRESS_INTERVAL = 0.1
+#: how often (s) the shard says it is alive
+HEARTBEAT_INTERVAL = 0.5
 
 
 def portable_error(error: BaseException, stream_id: str) -> tuple[StreamFailedError, Any]:
@@ -280,12 +283,19 @@ class _ShardRunner:
             self._post(("event", slot_id, event))
 
     async def _report_progress(self) -> None:
+        """Counters of streams that moved, every PROGRESS_INTERVAL; a heartbeat every
+        HEARTBEAT_INTERVAL, by which the user's process knows this loop still runs."""
+        ticks = 0
+        every = max(1, round(HEARTBEAT_INTERVAL / PROGRESS_INTERVAL))
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
             for slot_id, slot in self._slots.items():
                 if slot.stream.statistics().frames_processed != slot.frames_reported:
                     self._dirty.add(slot_id)
-            if self._dirty:
+            ticks += 1
+            if ticks % every == 0:
+                self._post(("alive",))
+            elif self._dirty:
                 self._schedule_flush()
 
     # ------------------------------------------------------------------ results

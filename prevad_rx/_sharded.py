@@ -134,6 +134,7 @@ class _Shard:
         self.loop = engine._require_started_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
         self.ended: asyncio.Future[None] = self.loop.create_future()
+        self.last_heard = self.loop.time()
         self.ring = ShardRing(ring_samples)
         ctx = multiprocessing.get_context("spawn")
         child_commands, self.commands = ctx.Pipe(duplex=False)
@@ -181,6 +182,7 @@ class _Shard:
     # ------------------------------------------------------------------ receiving
 
     def _on_results(self) -> None:
+        self.last_heard = self.loop.time()
         try:
             while self.results.poll():
                 batch = self.results.recv()
@@ -236,6 +238,21 @@ class _Shard:
             self.flush_outbox()
         elif kind == "fatal":
             self.fatal = message[1]
+
+    def check_alive(self, timeout: float) -> None:
+        """Kill a ready shard whose loop has not been heard from for ``timeout`` s: its
+        streams then fail (ShardFailedError) and it is replaced, instead of hanging."""
+        if self.state != "ready" or self.ended.done():
+            return
+        if self.results.poll():  # news already waiting (this loop was the slow one)
+            self.last_heard = self.loop.time()
+            return
+        silent = self.loop.time() - self.last_heard
+        if silent > timeout:
+            self.fatal = f"it did not answer for {silent:.1f} s (shard_timeout) and was killed"
+            log.error("shard %d (process %s): %s", self.index, self.pid, self.fatal)
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                self.process.kill()
 
     # ------------------------------------------------------------------ ending
 
@@ -600,6 +617,9 @@ class ShardedVADEngine:
         ring_samples: samples each shard's shared memory ring holds (float32).
         backpressure: ``"wait"`` or ``"error"`` (see :meth:`ShardedStream.push`).
         start_timeout: seconds each shard may take to start.
+        shard_timeout: a shard whose event loop has not answered for this many seconds
+            (blocked, e.g. by an operator that never returns) is killed: its streams
+            fail with :class:`ShardFailedError` and it is replaced. None: wait forever.
         audio_operators, event_operators: as for :class:`VADEngine`; they run inside
             the shards, so they must be picklable (module-level functions, or
             operators built by module-level factories from picklable arguments).
@@ -624,6 +644,7 @@ class ShardedVADEngine:
         ring_samples: int = 1 << 20,
         backpressure: Literal["wait", "error"] = "wait",
         start_timeout: float = 60.0,
+        shard_timeout: float | None = 30.0,
         frames_per_slice: int = DEFAULT_FRAMES_PER_SLICE,
         max_pending_slices: int = 16,
         max_buffered_events: int = 1024,
@@ -653,6 +674,14 @@ class ShardedVADEngine:
             or not start_timeout > 0
         ):
             raise ConfigError(f"start_timeout must be a number > 0, got {start_timeout!r}")
+        if shard_timeout is not None and (
+            isinstance(shard_timeout, bool)
+            or not isinstance(shard_timeout, int | float)
+            or not shard_timeout >= 1
+        ):
+            raise ConfigError(
+                f"shard_timeout must be a number >= 1 (seconds) or None, got {shard_timeout!r}"
+            )
         options: dict[str, Any] = {
             "backend": backend,
             "num_workers": workers,
@@ -679,6 +708,8 @@ class ShardedVADEngine:
         self._placement: Placement = placement
         self._backpressure: Literal["wait", "error"] = backpressure
         self._start_timeout = float(start_timeout)
+        self._shard_timeout = None if shard_timeout is None else float(shard_timeout)
+        self._watchdog: asyncio.TimerHandle | None = None
         self._use_uvloop = use_uvloop
         self._shards: list[_Shard] = []
         self._retired: list[_Shard] = []
@@ -725,7 +756,25 @@ class ShardedVADEngine:
         if self._state != "starting":  # closed meanwhile
             raise ClosedError("engine was closed while it was starting")
         self._state = "running"
+        self._arm_watchdog()
         return self
+
+    def _arm_watchdog(self) -> None:
+        if self._shard_timeout is None or self._state not in ("running", "closing"):
+            return
+        period = min(1.0, self._shard_timeout / 4)
+        loop = self._require_started_loop()
+        self._watchdog = loop.call_later(period, self._watch, loop.time() + period)
+
+    def _watch(self, due: float) -> None:
+        assert self._shard_timeout is not None
+        late = self._require_started_loop().time() - due
+        for shard in list(self._shards):
+            if late > self._shard_timeout / 2:  # this loop itself was held up: judge later
+                shard.last_heard = max(shard.last_heard, self._require_started_loop().time())
+            else:
+                shard.check_alive(self._shard_timeout)
+        self._arm_watchdog()
 
     async def close(self) -> None:
         """Close every open stream (waiting for its last events), then stop the shards.
@@ -749,6 +798,8 @@ class ShardedVADEngine:
         for stream, result in zip(streams, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, StreamFailedError):
                 log.error("closing stream %r failed", stream.stream_id, exc_info=result)
+        if self._watchdog is not None:  # it watched the streams close; stopping has a limit
+            self._watchdog.cancel()
         await self._stop_shards()
         self._fanout.complete()
         self._state = "closed"

@@ -113,6 +113,11 @@ def chunks(audio: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
         i += n
 
 
+async def push_then_close(stream: pv.ShardedStream, audio: np.ndarray) -> pv.StreamResult:
+    await stream.push(audio)
+    return await stream.close()
+
+
 def shm_names(engine: pv.ShardedVADEngine) -> list[str]:
     return [s.ring.name for s in engine._shards + engine._retired]
 
@@ -331,8 +336,7 @@ def test_backpressure_operators_and_close_with_open_streams(
             # an event that cannot be pickled fails its stream, not the shard
             odd = engine.open_stream("odd-1")
             with pytest.raises(pv.StreamFailedError, match="cannot be sent back") as failed:
-                await odd.push(audio)  # the failure may come back while it is pushed
-                await odd.close()
+                await push_then_close(odd, audio)  # the failure may come while pushing
             assert failed.value.stream_id == "odd-1"
 
             eager = engine.open_stream("eager", backpressure="error")
@@ -372,6 +376,7 @@ def lambda_operator() -> Callable[[Observable[Any]], Observable[Any]]:
         ({"backpressure": "drop_oldest"}, "'wait' or 'error'"),
         ({"ring_samples": 100}, "ring_samples"),
         ({"start_timeout": 0}, "start_timeout"),
+        ({"shard_timeout": 0.5}, "shard_timeout"),
         ({"max_pending_slices": 0}, "max_pending_slices"),
         ({"audio_operators": [lambda_operator()]}, "picklable"),
         ({"event_operators": [lambda s: s]}, "picklable"),
@@ -480,4 +485,29 @@ def test_the_shard_packet_benchmark_runs_both_engines() -> None:
     for name in ("engine", "shards"):
         assert out[name]["packets_per_s"] > 0
         assert out[name]["user_process_cpu_us_per_packet"] > 0
+    assert multiprocessing.active_children() == []
+
+
+def test_a_shard_whose_loop_is_blocked_is_killed_after_shard_timeout(
+    pool: pv.WorkerPool, speech16k: GoldenFixture
+) -> None:
+    """An operator that holds up its shard's loop past shard_timeout: the shard is killed,
+    its stream fails with ShardFailedError saying why, and a new stream runs in the
+    replacement."""
+    want = reference(pool, speech16k)
+
+    async def main() -> None:
+        engine = pv.ShardedVADEngine(shards=1, shard_timeout=1.0, audio_operators=[stall_sleepy])
+        async with engine:
+            stuck = engine.open_stream("sleepy-1")
+            await stuck.push(speech16k.audio[:512])  # holds the shard's loop for 2 s
+            with pytest.raises(pv.ShardFailedError, match="did not answer"):
+                await stuck.close()
+            assert engine.statistics().shards[0].restarts == 1
+            fresh = engine.open_stream("fresh")
+            await fresh.push(speech16k.audio)
+            result = await fresh.close()
+            assert segments_as_lists(result.segments) == segments_as_lists(want.segments)
+
+    pv.run(main())
     assert multiprocessing.active_children() == []
