@@ -5,6 +5,7 @@ Needs matplotlib (``pip install 'prevad-rx[plot]'``).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,8 @@ async def _analyse(
 ) -> tuple[_Envelope, AudioFileInfo, StreamResult]:
     """Run the file through the engine in 10 s blocks, folding its waveform into bins."""
     info = check_readable(path)
+    if info.frames == 0:  # length not known up front (some FLAC files): count the frames first
+        info = dataclasses.replace(info, frames=sum(b.size for b in read_blocks(info, 10.0)))
     wave = _Envelope(info.frames, bins)
     async with VADEngine(backend, workers, config) as engine:
         stream = engine.open_stream(

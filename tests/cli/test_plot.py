@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
+from prevad_rx.cli._files import AudioFileInfo
 from tests.cli import run_cli
 from tests.conftest import GoldenFixture
 
@@ -54,3 +56,32 @@ def test_the_waveform_folded_block_by_block_is_the_whole_file_envelope() -> None
         starts = folded.edges[:-1]
         assert np.array_equal(folded.lows, np.minimum.reduceat(audio, starts))
         assert np.array_equal(folded.highs, np.maximum.reduceat(audio, starts))
+
+
+def test_a_file_whose_length_is_not_known_up_front_plots_all_its_audio(
+    tmp_path: Path, speech16k: GoldenFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some FLAC files do not say how long they are (``frames`` 0): all their audio is drawn."""
+    import asyncio
+    import dataclasses
+
+    from prevad_rx import VADConfig
+    from prevad_rx.cli import _plot
+    from prevad_rx.cli._files import check_readable
+
+    def unknown_length(path: Path) -> AudioFileInfo:
+        return dataclasses.replace(check_readable(path), frames=0)
+
+    monkeypatch.setattr(_plot, "check_readable", unknown_length)
+    audio = speech16k.audio
+    sf.write(tmp_path / "talk.wav", audio, 16000, subtype="FLOAT")
+    plot = _plot.plot_file(
+        tmp_path / "talk.wav", tmp_path / "talk.svg", config=VADConfig(), backend="onnx", workers=1
+    )
+    assert asyncio.run(plot) == 0
+    svg = (tmp_path / "talk.svg").read_text()
+    assert f"{audio.size / 16000:.1f} s (16000 Hz)" in svg  # the title, written as a comment
+    # the waveform is a filled collection: a path in <defs>, drawn by a <use> in its colour
+    (shape,) = re.findall(r'<use xlink:href="#([^"]+)"[^>]*style="fill: #264653"', svg)
+    (outline,) = re.findall(rf'<path id="{shape}" d="([^"]*)"', svg, re.S)
+    assert len(re.findall(r"[ML]", outline)) > 2 * COLUMNS  # every bin drawn, to the end
