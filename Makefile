@@ -32,7 +32,8 @@ $(AIO)/.installed: pyproject.toml
 	@touch $@
 
 test-aio: $(AIO)/.installed
-	$(AIO)/bin/python -m pytest tests/test_aio.py tests/operators tests/test_engine.py tests/test_pipeline.py
+	$(AIO)/bin/python -m pytest tests/test_aio.py tests/operators tests/test_engine.py tests/test_pipeline.py \
+		tests/test_docs.py::test_operators_doc_aioreactive_runs
 
 ## The torch backend on torch CPU, in its own venv: torch 2.13.0's CPU build for Python 3.11
 ## (pinned first, so the extra does not pull a CUDA build).
