@@ -349,10 +349,13 @@ def shard_main(
     ring_name: str,
     ring_capacity: int,
     options: bytes,
-    use_uvloop: bool,
+    use_uvloop: bool | None,
+    cpus: tuple[int, ...] | None = None,
 ) -> None:
     """Entry point of a shard process (spawned by :class:`ShardedVADEngine`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the user's process decides when to stop
+    if cpus is not None:  # before the backend sizes its thread pools
+        os.sched_setaffinity(0, cpus)
     ring = RingReader(ring_name, ring_capacity)
     try:
         run(_ShardRunner(commands, results, ring, options).run(), use_uvloop=use_uvloop)

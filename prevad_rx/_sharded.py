@@ -25,7 +25,7 @@ import os
 import pickle
 import uuid
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import TracebackType
@@ -142,7 +142,7 @@ class _Shard:
         self.process: BaseProcess = ctx.Process(
             target=shard_main,
             args=(child_commands, child_results, self.ring.name, ring_samples, engine._options),
-            kwargs={"use_uvloop": engine._use_uvloop},
+            kwargs={"use_uvloop": engine._use_uvloop, "cpus": engine._cpus_for(index)},
             name=f"prevad-rx-shard-{index}",
             daemon=True,
         )
@@ -594,6 +594,36 @@ def _check_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+def _check_affinity(affinity: object, workers: int) -> tuple[tuple[int, ...], ...]:
+    """CPU sets per shard (cycled), checked against the CPUs this process may use."""
+    if affinity is None:
+        return ()
+    if not hasattr(os, "sched_setaffinity"):
+        raise ConfigError("cpu_affinity needs os.sched_setaffinity (Linux)")
+    usable = sorted(os.sched_getaffinity(0))
+    if affinity == "spread":
+        count = max(1, len(usable) // workers)
+        return tuple(
+            tuple(usable[(i * workers + k) % len(usable)] for k in range(workers))
+            for i in range(count)
+        )
+    if isinstance(affinity, str | bytes) or not isinstance(affinity, Sequence) or not affinity:
+        raise ConfigError(
+            f"cpu_affinity must be 'spread', None or a sequence of CPU sets, got {affinity!r}"
+        )
+    sets = []
+    for cpus in affinity:
+        if isinstance(cpus, str | bytes) or not isinstance(cpus, Collection) or not cpus:
+            raise ConfigError(f"cpu_affinity holds a CPU set that is not one: {cpus!r}")
+        for cpu in cpus:
+            if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu not in usable:
+                raise ConfigError(
+                    f"cpu_affinity names CPU {cpu!r}, not one this process may use ({usable})"
+                )
+        sets.append(tuple(sorted(set(cpus))))
+    return tuple(sets)
+
+
 class ShardedVADEngine:
     """Streaming VAD over many streams in several processes (shards), exact to silero-vad.
 
@@ -617,6 +647,9 @@ class ShardedVADEngine:
         ring_samples: samples each shard's shared memory ring holds (float32).
         backpressure: ``"wait"`` or ``"error"`` (see :meth:`ShardedStream.push`).
         start_timeout: seconds each shard may take to start.
+        cpu_affinity: pin each shard's process to CPUs (Linux): ``"spread"`` gives shard
+            ``i`` its own ``workers_per_shard`` CPUs in turn; a sequence gives shard ``i``
+            the CPU set at ``i % len(cpu_affinity)``. None (default): not pinned.
         shard_timeout: a shard whose event loop has not answered for this many seconds
             (blocked, e.g. by an operator that never returns) is killed: its streams
             fail with :class:`ShardFailedError` and it is replaced. None: wait forever.
@@ -645,6 +678,7 @@ class ShardedVADEngine:
         backpressure: Literal["wait", "error"] = "wait",
         start_timeout: float = 60.0,
         shard_timeout: float | None = 30.0,
+        cpu_affinity: Sequence[Collection[int]] | Literal["spread"] | None = None,
         frames_per_slice: int = DEFAULT_FRAMES_PER_SLICE,
         max_pending_slices: int = 16,
         max_buffered_events: int = 1024,
@@ -682,6 +716,7 @@ class ShardedVADEngine:
             raise ConfigError(
                 f"shard_timeout must be a number >= 1 (seconds) or None, got {shard_timeout!r}"
             )
+        self._affinity = _check_affinity(cpu_affinity, workers)
         options: dict[str, Any] = {
             "backend": backend,
             "num_workers": workers,
@@ -723,6 +758,11 @@ class ShardedVADEngine:
         self._shutdown: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
+
+    def _cpus_for(self, index: int) -> tuple[int, ...] | None:
+        if not self._affinity:
+            return None
+        return self._affinity[index % len(self._affinity)]
 
     def _require_started_loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None

@@ -380,6 +380,8 @@ def lambda_operator() -> Callable[[Observable[Any]], Observable[Any]]:
         ({"ring_samples": 100}, "ring_samples"),
         ({"start_timeout": 0}, "start_timeout"),
         ({"shard_timeout": 0.5}, "shard_timeout"),
+        ({"cpu_affinity": [[10_000]]}, "CPU 10000"),
+        ({"cpu_affinity": "all"}, "cpu_affinity"),
         ({"max_pending_slices": 0}, "max_pending_slices"),
         ({"audio_operators": [lambda_operator()]}, "picklable"),
         ({"event_operators": [lambda s: s]}, "picklable"),
@@ -397,10 +399,12 @@ def test_bad_arguments_are_config_errors_before_any_process_starts(
 
 def test_open_stream_checks_its_arguments(speech16k: GoldenFixture) -> None:
     """open_stream() and push() refuse what VADEngine refuses; int16, resampled and
-    keep_audio streams work (the kept audio crosses back with its end event)."""
+    keep_audio streams work (the kept audio crosses back with its end event); the shard
+    runs on the CPU it was pinned to."""
 
     async def main() -> None:
-        engine = pv.ShardedVADEngine(shards=1)
+        last_cpu = max(os.sched_getaffinity(0))
+        engine = pv.ShardedVADEngine(shards=1, cpu_affinity=[[last_cpu]])
         with pytest.raises(pv.ClosedError):
             engine.open_stream("early")
         async with engine:
@@ -419,6 +423,8 @@ def test_open_stream_checks_its_arguments(speech16k: GoldenFixture) -> None:
             await resampled.push(speech16k.audio[:44100])
             assert (await resampled.close()).sample_rate == 16000
             assert (await stream.close()).num_samples == 512
+            pid = engine.shard_pids()[0]
+            assert pid is not None and os.sched_getaffinity(pid) == {last_cpu}
             kept = engine.open_stream("kept", keep_audio=True)
             ends: list[pv.SpeechEvent] = []
             kept.subscribe(lambda e: ends.append(e) if e.kind == "end" else None)
