@@ -417,7 +417,8 @@ class ShardedStream:
         The samples are copied into the shard's ring, so the array may be reused
         once this returns. When the stream has ``max_pending_chunks`` chunks in
         its shard not yet taken, too many unread events, or the ring is full,
-        ``"wait"`` waits and ``"error"`` raises :class:`BackpressureError`.
+        ``"wait"`` waits and ``"error"`` raises :class:`BackpressureError` (taking
+        nothing; with ``"error"`` a chunk may hold at most half of ``ring_samples``).
         """
         require_loop(self._done.get_loop(), "ShardedStream.push()")
         self._check_writable()
@@ -430,6 +431,13 @@ class ShardedStream:
         async with self._push_lock:
             if self.backpressure == "error":
                 self._check_writable()
+                if samples.size > ring.capacity // 2:
+                    raise BackpressureError(
+                        f"stream {self.stream_id!r}: a chunk of {samples.size} samples never "
+                        f"fits at once in a ring of {ring.capacity} (backpressure='error' "
+                        "takes chunks of at most half of ring_samples)",
+                        self.stream_id,
+                    )
                 if not (self._has_room() and ring.fits_all([p.size for p in pieces])):
                     raise BackpressureError(
                         f"stream {self.stream_id!r} is full (backpressure='error')",

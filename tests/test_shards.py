@@ -349,6 +349,8 @@ def test_backpressure_operators_and_close_with_open_streams(
                 await eager.push(audio[1024:1536])  # two chunks in the shard, not yet taken
             await eager.flush()
             await eager.push(audio[1024:1536])  # room again
+            with pytest.raises(pv.BackpressureError, match="never fits"):
+                await eager.push(audio[:4096])  # more than half of the ring
 
             left_open = engine.open_stream("left-open")
             await left_open.push(audio)
