@@ -10,7 +10,8 @@ Two levels, both used by the built-in operators:
   failure -- never the chain's: a raised :class:`~prevad_rx.StreamFailedError` as
   it is, anything else as an :class:`~prevad_rx.OperatorError` naming the
   operator, with the exception as ``__cause__``. A failed stream's remaining items
-  are dropped up to its last one (:class:`FailedStreams`).
+  are dropped up to its last one (:class:`FailedStreams`); an operator whose
+  stream can end before its last item arrives (``done``) notes them with ``skip``.
 * :func:`operator_from` -- full control (emit from other threads, delay completion):
   ``make_handler(emit, complete)`` gives the per-subscription :class:`Handler`.
 
@@ -26,7 +27,7 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from prevad_rx._errors import OperatorError, StreamFailedError
+from prevad_rx._errors import ConfigError, OperatorError, StreamFailedError
 from prevad_rx._types import StreamFailure
 
 __all__ = [
@@ -187,7 +188,7 @@ _NO_STATE: Any = object()
 
 
 class _Spec(Generic[I, B, S]):
-    __slots__ = ("accepts", "done", "finish", "is_last", "name", "state", "step")
+    __slots__ = ("accepts", "done", "finish", "is_last", "name", "skip", "state", "step")
 
     def __init__(
         self,
@@ -196,6 +197,7 @@ class _Spec(Generic[I, B, S]):
         finish: Callable[[S], Iterable[B]] | None,
         is_last: Callable[[I], bool],
         done: Callable[[S], bool] | None,
+        skip: Callable[[S, I], None] | None,
         accepts: type | tuple[type, ...] | None,
         name: str,
     ) -> None:
@@ -204,6 +206,7 @@ class _Spec(Generic[I, B, S]):
         self.finish = finish
         self.is_last = is_last
         self.done = done
+        self.skip = skip
         self.accepts = accepts
         self.name = name
 
@@ -221,11 +224,13 @@ class _PerStream(Generic[I, B, S]):
         self._states: dict[str, S] = {}
         self._saw_last: set[str] = set()  # streams whose last item came (``done`` decides the end)
         self._failed = FailedStreams()
+        self._skipping: dict[str, S] = {}  # failed streams whose items ``skip`` notes until done
 
     def on_next(self, item: I | StreamFailure) -> None:
         if isinstance(item, StreamFailure):
             self._forget(item.stream_id)
             self._failed.discard(item.stream_id)
+            self._skipping.pop(item.stream_id, None)
             self._emit(item)
             return
         spec = self._spec
@@ -238,6 +243,9 @@ class _PerStream(Generic[I, B, S]):
             )
         last = spec.is_last(item)
         if self._failed.drops(sid, last):
+            return
+        if sid in self._skipping:
+            self._skip(sid, item, last)
             return
         if spec.accepts is not None and not isinstance(item, spec.accepts):
             error = OperatorError(
@@ -281,10 +289,40 @@ class _PerStream(Generic[I, B, S]):
         self._saw_last.discard(sid)
 
     def _fail(self, sid: str, error: StreamFailedError, last: bool, item: object) -> None:
-        if not last and sid not in self._saw_last and self._marks_end(item):
-            self._failed.add(sid)
+        state = self._states.get(sid, _NO_STATE)
+        saw_last = sid in self._saw_last
         self._forget(sid)
+        if state is not _NO_STATE and self._spec.skip is not None and not self._ended(state):
+            self._skipping[sid] = state  # ``skip`` notes the items still due, ``done`` ends it
+        elif not last and not saw_last and self._marks_end(item):
+            self._failed.add(sid)
         self._emit(StreamFailure(sid, error))
+
+    def _ended(self, state: S) -> bool:
+        done = self._spec.done
+        try:
+            return done is None or done(state)
+        except FATAL_EXCEPTIONS:
+            raise
+        except BaseException:  # noqa: BLE001 - the state is unusable: treat the stream as ended
+            return True
+
+    def _skip(self, sid: str, item: I, last: bool) -> None:
+        """An item of a failed stream that ``skip`` tracks: noted, never emitted."""
+        skip = self._spec.skip
+        assert skip is not None
+        state = self._skipping[sid]
+        try:
+            skip(state, item)
+        except FATAL_EXCEPTIONS:
+            raise
+        except BaseException:  # noqa: BLE001 - cannot track: drop up to the last item
+            del self._skipping[sid]
+            if not last:
+                self._failed.add(sid)
+            return
+        if self._ended(state):
+            del self._skipping[sid]
 
     def on_completed(self) -> None:
         finish = self._spec.finish
@@ -310,6 +348,7 @@ class _PerStream(Generic[I, B, S]):
         self._states.clear()
         self._saw_last.clear()
         self._failed.clear()
+        self._skipping.clear()
 
 
 def per_stream(
@@ -319,6 +358,7 @@ def per_stream(
     finish: Callable[[S], Iterable[B]] | None = None,
     is_last: Callable[[I], bool] = ends_stream,
     done: Callable[[S], bool] | None = None,
+    skip: Callable[[S, I], None] | None = None,
     accepts: type | tuple[type, ...] | None = None,
     name: str | None = None,
 ) -> Operator[I | StreamFailure, B | StreamFailure]:
@@ -337,6 +377,10 @@ def per_stream(
         done: when given, a stream's state is dropped once ``done(state)`` is true
             after a step, instead of after its last item (for operators that hold
             items back, like :func:`reorder_by_seq`).
+        skip: with ``done``: after a stream fails, its state is kept and each of
+            its later items goes to ``skip(state, item)`` (nothing is emitted)
+            until ``done(state)``, so items still due after its last one are
+            dropped too. Without it, they are dropped up to the last item only.
         accepts: the item type(s) ``step`` handles; any other item fails its
             stream with an :class:`~prevad_rx.OperatorError`.
         name: the operator's name in errors (default: ``step``'s name).
@@ -345,8 +389,10 @@ def per_stream(
     stream's state is dropped); a stream that failed here has its remaining
     items dropped up to its last one (where items mark it: not for events).
     """
+    if skip is not None and done is None:
+        raise ConfigError("per_stream: skip needs done (skip notes items until done)")
     spec: _Spec[I, B, S] = _Spec(
-        step, state, finish, is_last, done, accepts, name or operator_name(step)
+        step, state, finish, is_last, done, skip, accepts, name or operator_name(step)
     )
 
     def make(

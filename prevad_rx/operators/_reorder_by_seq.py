@@ -11,7 +11,10 @@ is lost or far too slow, and the stream fails with a
 :class:`~prevad_rx.SliceOrderError` (so memory stays bounded and the loss is
 reported, not hidden). A duplicate ``seq`` fails the stream the same way, as
 does a gap still open when the source completes. After a failure, the stream's
-remaining items are dropped up to its last one.
+remaining items are dropped: up to its last one and every item before it, also
+those arriving after the last (so a stream id reused afterwards starts afresh);
+if more than ``max_buffered`` of them wait behind a missing one, that one counts
+as lost and dropping ends with the last item.
 
 The built-in model stage already emits each stream in order; this operator
 makes that a checked guarantee for whatever stage precedes it (a stateless
@@ -55,6 +58,7 @@ class _Order(Generic[T]):
     waiting: dict[int, T] = field(default_factory=dict)
     last_seq: int | None = None
     released_last: bool = False
+    lost: bool = False  # failed, and too many items wait behind a missing one
 
 
 def _is_last(item: Sequenced) -> bool:
@@ -90,6 +94,27 @@ class _Reorderer(Generic[T]):
                 return
             nxt = order.waiting.pop(order.next_seq, None)
 
+    def skip(self, order: _Order[T], item: T) -> None:
+        """An item of a failed stream: note that it came (the stream ends when all did)."""
+        if item.is_last and order.last_seq is None:
+            order.last_seq = item.seq
+        if not order.lost and item.seq >= order.next_seq:
+            order.waiting[item.seq] = item
+            while order.waiting.pop(order.next_seq, None) is not None:
+                order.next_seq += 1
+            if len(order.waiting) > self._max:
+                order.waiting.clear()
+                order.lost = True
+        order.released_last = self.done(order)
+
+    def done(self, order: _Order[T]) -> bool:
+        """Every item up to the last was emitted (or, failed, came or counts as lost)."""
+        if order.released_last:
+            return True
+        if order.last_seq is None:
+            return False
+        return order.lost or order.next_seq > order.last_seq or len(order.waiting) > self._max
+
     @staticmethod
     def finish(order: _Order[T]) -> Iterator[T]:
         """The source completed: a stream with items still waiting has a gap."""
@@ -119,6 +144,7 @@ def reorder_by_seq(
         state=new_order,
         finish=reorderer.finish,
         is_last=_is_last,
-        done=lambda order: order.released_last,
+        done=reorderer.done,
+        skip=reorderer.skip,
         name="reorder_by_seq",
     )

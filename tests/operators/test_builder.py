@@ -142,6 +142,30 @@ def test_finish_and_done() -> None:
     assert out == [1, 2, -3, -4]  # done after two; the rest finished at completion
 
 
+def test_skip_notes_a_failed_streams_items_until_done() -> None:
+    """A ``done`` operator whose stream fails after its last item: the rest is skipped."""
+    noted: list[int] = []
+
+    def step(held: list[int], item: Item) -> list[int]:
+        if item.value < 0:
+            raise ValueError("negative")
+        held.append(item.value)
+        return list(held) if len(held) == 3 else []
+
+    def skip(held: list[int], item: Item) -> None:
+        noted.append(item.value)
+        held.append(item.value)
+
+    operator = per_stream(step, state=lambda item: [], done=lambda held: len(held) == 3, skip=skip)
+    failed = [Item("a", 1, True), Item("a", -1), Item("a", 2), Item("a", 3)]
+    out = collect([*failed, Item("a", 4), Item("a", 5), Item("a", 6)], operator)
+    assert isinstance(out[0], pv.StreamFailure) and "negative" in str(out[0].error)
+    assert noted == [2, 3]  # they complete the failed stream; 4 starts it afresh
+    assert out[1:] == [4, 5, 6]
+    with pytest.raises(pv.ConfigError, match="skip needs done"):
+        per_stream(step, state=lambda item: [], skip=skip)
+
+
 def test_failed_streams() -> None:
     failed = FailedStreams()
     failed.add("a")

@@ -60,6 +60,31 @@ def test_a_duplicate_fails_the_stream_and_later_items_are_dropped() -> None:
     assert out[2:] == [Item("a", 0, True)]
 
 
+def test_a_stream_failing_after_its_last_item_drops_the_items_still_due() -> None:
+    """Its last item came first; the items before it still arrive after the failure."""
+    first = [Item("a", 2, True), Item("a", 2, True), Item("a", 0), Item("a", 1)]
+    reopened = stream("a", 2)  # the same id, a new stream
+    out = collect([*first, *reopened, *stream("b", 2)], reorder_by_seq())
+    failures = [o for o in out if isinstance(o, pv.StreamFailure)]
+    assert len(failures) == 1 and "slice 2 arrived twice" in str(failures[0].error)
+    assert [o for o in out if isinstance(o, Item)] == [*reopened, *stream("b", 2)]
+
+
+def test_a_stream_failing_before_its_last_item_also_drops_those_arriving_after_it() -> None:
+    items = [Item("a", 1), Item("a", 1), Item("a", 3, True), Item("a", 2), Item("a", 0)]
+    out = collect([*items, *stream("a", 2)], reorder_by_seq())
+    assert isinstance(out[0], pv.StreamFailure) and "twice" in str(out[0].error)
+    assert out[1:] == stream("a", 2)
+
+
+def test_a_failed_stream_with_a_lost_item_ends_at_its_last() -> None:
+    """Over max_buffered waiting behind a missing item: it counts as lost (memory bounded)."""
+    items = [Item("a", 1), Item("a", 1), *(Item("a", i) for i in range(2, 7)), Item("a", 7, True)]
+    out = collect([*items, *stream("a", 2)], reorder_by_seq(max_buffered=3))
+    assert isinstance(out[0], pv.StreamFailure)
+    assert out[1:] == stream("a", 2)
+
+
 def test_failures_pass_through() -> None:
     failure = pv.StreamFailure("a", pv.StreamFailedError("upstream", "a"))
     out = collect([Item("a", 0), failure, Item("a", 0, True)], reorder_by_seq())
