@@ -18,6 +18,7 @@ that the loop never blocks on a full pipe (it always goes on reading commands):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
@@ -86,6 +87,8 @@ class _ShardRunner:
         self._slots: dict[int, _Slot] = {}
         self._out: list[tuple[Any, ...]] = []
         self._dirty: set[int] = set()
+        self._abandoning: dict[str, asyncio.Task[Any]] = {}  # stream id -> its close()
+        self._deferred: dict[int, list[tuple[Any, ...]]] = {}  # slot -> records held back
         self._flush_scheduled = False
         self._acked = 0
         self._outgoing: queue.SimpleQueue[list[tuple[Any, ...]] | None] = queue.SimpleQueue()
@@ -158,6 +161,8 @@ class _ShardRunner:
                     f"a result of the stream cannot be sent back from its shard: {exc}"
                 )
                 data = pickle.dumps([("failed", message[1], error, None)])
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    self._loop.call_soon_threadsafe(self._abandon, message[1])
             try:
                 self._results.send_bytes(data)
             except (OSError, EOFError):
@@ -188,7 +193,12 @@ class _ShardRunner:
             self._acked = max(self._acked, end)
             self._queue(slot_id, ("audio", samples))
         elif kind == "open":
-            self._open(*record[1:])
+            ending = self._abandoning.get(record[2])
+            if ending is None:
+                self._open(*record[1:])
+            else:  # an abandoned stream of that id is still ending here: open after it
+                self._deferred[record[1]] = []
+                ending.add_done_callback(lambda _: self._open_deferred(record))
         elif kind in ("flush", "close"):
             self._queue(record[1], record)
         elif kind == "stop" and self._stop is not None and not self._stop.done():
@@ -219,7 +229,17 @@ class _ShardRunner:
         self._slots[slot_id] = slot
         stream.subscribe(lambda event: self._on_event(slot_id, slot, event))
 
+    def _open_deferred(self, record: tuple[Any, ...]) -> None:
+        waiting = self._deferred.pop(record[1], [])
+        self._open(*record[1:])
+        for op in waiting:
+            self._queue(record[1], op)
+
     def _queue(self, slot_id: int, op: tuple[Any, ...]) -> None:
+        waiting = self._deferred.get(slot_id)
+        if waiting is not None:
+            waiting.append(op)
+            return
         slot = self._slots.get(slot_id)
         if slot is None:
             return  # failed at open; the user's side knows
@@ -274,6 +294,26 @@ class _ShardRunner:
             self._post(("failed", slot_id, *portable_error(error, slot.stream.stream_id)))
         if slot.task is None:  # nothing more comes for it: forget it now
             self._slots.pop(slot_id, None)
+
+    def _abandon(self, slot_id: int) -> None:
+        """The user's side was told the stream failed: end it here too, so its id is free."""
+        slot = self._slots.get(slot_id)
+        if slot is None:
+            return
+        slot.failed = True
+        slot.pending.clear()
+        if slot.task is None:
+            self._slots.pop(slot_id, None)
+        stream_id = slot.stream.stream_id
+        task = self._loop.create_task(slot.stream.close())
+        self._abandoning[stream_id] = task
+
+        def ended(done: asyncio.Task[Any]) -> None:
+            _ignore_outcome(done)
+            if self._abandoning.get(stream_id) is done:
+                del self._abandoning[stream_id]
+
+        task.add_done_callback(ended)  # runs before the deferred opens added later
 
     def _on_event(self, slot_id: int, slot: _Slot, event: SpeechEvent) -> None:
         if event.kind == "error":
@@ -341,6 +381,11 @@ class _ShardRunner:
         if self._out:
             batch, self._out = self._out, []
             self._outgoing.put(batch)
+
+
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the stream's end was already reported
 
 
 def shard_main(

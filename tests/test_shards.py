@@ -341,6 +341,9 @@ def test_backpressure_operators_and_close_with_open_streams(
             with pytest.raises(pv.StreamFailedError, match="cannot be sent back") as failed:
                 await push_then_close(odd, audio)  # the failure may come while pushing
             assert failed.value.stream_id == "odd-1"
+            again = engine.open_stream("odd-1")  # ended in the shard too: the id is free
+            with pytest.raises(pv.StreamFailedError, match="cannot be sent back"):
+                await push_then_close(again, audio)
 
             eager = engine.open_stream("eager", backpressure="error")
             await eager.push(audio[:512])
