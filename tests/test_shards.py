@@ -525,3 +525,25 @@ def test_a_shard_whose_loop_is_blocked_is_killed_after_shard_timeout(
 
     pv.run(main())
     assert multiprocessing.active_children() == []
+
+
+def test_a_cancelled_close_still_closes_everything(speech16k: GoldenFixture) -> None:
+    """close() cancelled while its streams are finishing: awaiting it again returns once
+    the streams have their results and the shards are gone."""
+    names: list[str] = []
+
+    async def main() -> None:
+        engine = await pv.ShardedVADEngine(shards=1).start()
+        names.extend(shm_names(engine))
+        stream = engine.open_stream("a")
+        await stream.push(speech16k.audio)
+        closing = asyncio.create_task(engine.close())
+        await asyncio.sleep(0)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await engine.close()
+        assert stream.state == "closed" and len((await stream.close()).segments) > 0
+
+    pv.run(main())
+    assert_nothing_left(names)
