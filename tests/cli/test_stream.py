@@ -1,15 +1,18 @@
-"""``prevad-rx stream --format json``: positions at the input's own rate, like ``detect``."""
+"""``prevad-rx stream``: positions at the input's own rate, like ``detect``; a closed output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from tests.cli import run_cli
+from tests.cli import SCRIPT, run_cli
 from tests.conftest import GoldenFixture
 
 
@@ -36,3 +39,49 @@ def test_stream_json_reports_samples_at_the_input_rate(
     assert [[s["start_sample"], s["end_sample"]] for s in ends] == from_file
     assert len(from_file) > 5
     assert ends[0]["start"] == round(ends[0]["start_sample"] / 44100, 3)
+
+
+def test_stream_into_a_reader_that_stops_ends_quietly(speech16k: GoldenFixture) -> None:
+    """``prevad-rx stream | head -1``: once head has gone, stop reading and exit 0, silently.
+
+    stdin stays open, as a microphone's would: the command must not wait for it to end.
+    """
+    pcm = np.round(speech16k.audio * 32767).astype("<i2").tobytes()
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [SCRIPT, "stream"], stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    os.close(read_end)
+    assert proc.stdout is not None and proc.stderr is not None
+    head = subprocess.Popen(["head", "-n", "1"], stdin=proc.stdout, stdout=subprocess.PIPE)
+    proc.stdout.close()  # head holds the only reading end now
+    try:
+        os.write(write_end, pcm[: 2 * 32000])  # 2 s; the first segment starts at 0.74 s
+        first, _ = head.communicate(timeout=60)
+        assert b"speech starts" in first and head.returncode == 0
+        # the rest of the talk: its events meet a closed pipe (the command may be gone already)
+        with contextlib.suppress(BrokenPipeError):
+            os.write(write_end, pcm[2 * 32000 :])
+        status = proc.wait(timeout=60)
+        err = proc.stderr.read().decode(errors="replace")
+    finally:
+        if proc.poll() is None:  # still reading its open stdin: do not leave it behind
+            proc.kill()
+            proc.wait()
+        os.close(write_end)
+        proc.stderr.close()
+    assert status == 0, err
+    assert err == ""  # no traceback, no "Exception ignored" at exit
+
+
+def test_stream_into_a_full_disk_fails_on_one_line(speech16k: GoldenFixture) -> None:
+    """An output that cannot be written (here /dev/full) is an error, not lost events."""
+    pcm = np.round(speech16k.audio[: 16000 * 2] * 32767).astype("<i2").tobytes()
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [SCRIPT, "stream"], input=pcm, stdout=full, stderr=subprocess.PIPE, timeout=60
+        )
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 1, err
+    assert err.startswith("prevad-rx: error: ") and "No space left" in err
+    assert err.count("\n") == 1  # one line, no traceback
