@@ -4,7 +4,8 @@ A worker registers each backend call with :meth:`Watchdog.begin` before it
 starts and ends it with :meth:`Watchdog.end` when it returns. One daemon
 thread, started with the first call, sleeps until the nearest deadline; a
 call still registered then is marked abandoned, dropped from the watch, and
-handed to ``on_expired`` (on the watchdog's thread, no lock held). Its worker
+handed to ``on_expired`` (on the watchdog's thread, no lock held; an exception
+from it is logged, on ``prevad_rx.stage``, and the watch goes on). Its worker
 learns of it from :meth:`Watchdog.end` returning False, and drops whatever
 the call returned: by then someone else has dealt with its work.
 
@@ -13,6 +14,7 @@ The watchdog knows nothing of streams: what a call holds is its ``payload``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from typing import Generic, TypeVar
 __all__ = ["WatchedCall", "Watchdog"]
 
 P = TypeVar("P")
+
+log = logging.getLogger("prevad_rx.stage")
 
 
 @dataclass(eq=False, slots=True)
@@ -103,4 +107,7 @@ class Watchdog(Generic[P]):
                 else:
                     return
             for call in expired:
-                self._on_expired(call)
+                try:
+                    self._on_expired(call)
+                except Exception:  # one failed give-up must not end the watch over the rest
+                    log.exception("giving up an overdue backend call failed")

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+import uuid
+
+import pytest
 
 from prevad_rx._watchdog import Watchdog, WatchedCall
 
 WAIT_S = 10.0  # upper bound for an expiry to be seen (never reached when things work)
 
 
+def _threads_named(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == name]
+
+
 def test_no_thread_until_the_first_call_and_none_after_stop() -> None:
-    watchdog: Watchdog[str] = Watchdog(lambda call: None)
-    names = {t.name for t in threading.enumerate()}
-    assert "prevad-rx-watchdog" not in names
+    """Checks this watchdog's own thread (a name of its own), not others in the process."""
+    name = f"watchdog-{uuid.uuid4().hex}"
+    watchdog: Watchdog[str] = Watchdog(lambda call: None, name=name)
+    assert _threads_named(name) == []
     call = watchdog.begin(60.0, "work")
-    assert "prevad-rx-watchdog" in {t.name for t in threading.enumerate()}
+    (thread,) = _threads_named(name)
+    assert thread.daemon and thread.is_alive()
     assert watchdog.end(call)
     watchdog.stop()
-    assert "prevad-rx-watchdog" not in {t.name for t in threading.enumerate()}
+    assert not thread.is_alive()  # stop() joined it
 
 
 def test_a_call_that_returns_in_time_is_kept() -> None:
@@ -58,18 +69,51 @@ def test_the_expiry_callback_may_stop_the_watchdog() -> None:
         holder[0].stop()  # on its own thread: must not join itself
         done.set()
 
-    watchdog: Watchdog[int] = Watchdog(on_expired)
+    name = f"watchdog-{uuid.uuid4().hex}"
+    watchdog: Watchdog[int] = Watchdog(on_expired, name=name)
     holder.append(watchdog)
     watchdog.begin(0.01, 1)
+    (thread,) = _threads_named(name)
     assert done.wait(WAIT_S)
     watchdog.stop()  # joins the thread, which ends
-    assert "prevad-rx-watchdog" not in {t.name for t in threading.enumerate()}
+    assert not thread.is_alive()
 
 
 def test_calls_begun_after_stop_are_never_given_up() -> None:
     expired: list[WatchedCall[str]] = []
-    watchdog: Watchdog[str] = Watchdog(expired.append)
+    name = f"watchdog-{uuid.uuid4().hex}"
+    watchdog: Watchdog[str] = Watchdog(expired.append, name=name)
     watchdog.stop()
     call = watchdog.begin(0.0, "late")
-    assert "prevad-rx-watchdog" not in {t.name for t in threading.enumerate()}
+    assert _threads_named(name) == []  # no thread started for it
     assert watchdog.end(call) and expired == []
+
+
+def test_a_failing_expiry_callback_is_logged_and_the_watch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The give-up of one call raises: it is logged with its traceback; the next is still seen."""
+    expired: list[str] = []
+    seen = threading.Event()
+
+    def on_expired(call: WatchedCall[str]) -> None:
+        expired.append(call.payload)
+        if call.payload == "first":
+            raise RuntimeError("give-up failed")
+        seen.set()
+
+    name = f"watchdog-{uuid.uuid4().hex}"
+    watchdog: Watchdog[str] = Watchdog(on_expired, name=name)
+    with caplog.at_level(logging.ERROR, logger="prevad_rx.stage"):
+        first = watchdog.begin(0.0, "first")
+        (thread,) = _threads_named(name)
+        deadline = time.monotonic() + WAIT_S
+        while not first.abandoned and time.monotonic() < deadline:
+            time.sleep(0.001)
+        second = watchdog.begin(0.01, "second")  # once the first has been given up
+        assert seen.wait(WAIT_S)
+        assert thread.is_alive()  # the same thread, still watching
+        watchdog.stop()
+    assert expired == ["first", "second"] and second.abandoned
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
