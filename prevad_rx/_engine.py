@@ -478,8 +478,9 @@ class VADEngine:
         """Iterate over every stream's events (failures as ``error`` events) until the
         engine closes. Registers at call time (nothing is missed). Once it has started
         reading, while it holds ``max_buffered_events`` unread events, every stream's
-        ``push()`` waits; cancelling its consumer (at any point, also before it ran) or
-        ``aclose()`` unregisters it."""
+        ``push()`` waits; until then it keeps every event for its reader. It is
+        unregistered as for :meth:`VADStream.events`: ``aclose()`` or drop an
+        iterator you will not read."""
         require_loop(self._loop, "VADEngine.events()")
         return self._fanout.events()
 

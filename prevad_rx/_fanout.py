@@ -8,13 +8,16 @@ Iterators receive events from their creation on (nothing is missed), and from
 their first ``__anext__`` on report their backlog, which the engine turns into
 backpressure on ``push()``; so a consumer task cancelled before it ever ran holds
 nothing back. One is unregistered when it ends, fails, is cancelled, is closed
-(``aclose()``), or is garbage-collected.
+(``aclose()``), or is garbage-collected -- always on the loop's thread: a
+collection on another thread hands the unregistering to the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -38,9 +41,11 @@ class EventIterator(AsyncIterator[SpeechEvent]):
 
     It holds back ``push()`` (while ``max_buffered_events`` are unread) only from
     its first ``__anext__`` on: a consumer task cancelled before it ever ran holds
-    nothing back; until then it just keeps the events for that consumer. It is
-    unregistered when its iteration ends or raises, when a ``__anext__`` is
-    cancelled, on :meth:`aclose`, or when it is garbage-collected.
+    nothing back; until then it keeps every event for its reader, without bound.
+    It is unregistered when its iteration ends or raises, when a ``__anext__`` is
+    cancelled, on :meth:`aclose`, or when it is garbage-collected -- so a task
+    cancelled before it ran unregisters it only once nothing else holds it:
+    ``aclose()`` or drop an iterator you will not read.
     """
 
     def __init__(
@@ -91,6 +96,28 @@ class EventIterator(AsyncIterator[SpeechEvent]):
         self._closed = True
         self._finalizer()  # unregisters, once
         self._on_consumed()
+
+
+def _on_loop(
+    loop: asyncio.AbstractEventLoop, call: Callable[[asyncio.Queue[Any]], None]
+) -> Callable[[asyncio.Queue[Any]], None]:
+    """``call``, run on ``loop``'s thread wherever it is called from.
+
+    An iterator's finalizer runs where the garbage collector fires, possibly on a
+    worker thread, while unregistering touches the loop's state (queues, the
+    engine's backpressure): from another thread it is handed to the loop; a
+    closed loop has nothing left to unregister from.
+    """
+    loop_thread = threading.get_ident()  # made on the loop, so this is its thread
+
+    def on_loop(queue: asyncio.Queue[Any]) -> None:
+        if threading.get_ident() == loop_thread:
+            call(queue)
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing to unregister from
+            loop.call_soon_threadsafe(call, queue)
+
+    return on_loop
 
 
 class EventFanout:
@@ -154,13 +181,14 @@ class EventFanout:
         return self._subject
 
     def events(self) -> EventIterator:
-        """An iterator over events from now on (registered at call time)."""
+        """An iterator over events from now on (registered at call time, on the loop)."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         if self._ended is not None:
             queue.put_nowait(self._ended)
         else:
             self._queues.append(queue)
-        return EventIterator(queue, self._unregister, self._on_consumed, self._reading.add)
+        unregister = _on_loop(asyncio.get_running_loop(), self._unregister)
+        return EventIterator(queue, unregister, self._on_consumed, self._reading.add)
 
     def _unregister(self, queue: asyncio.Queue[Any]) -> None:
         reading = queue in self._reading

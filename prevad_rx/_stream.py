@@ -357,8 +357,10 @@ class VADStream:
         Registers at call time, so call it before pushing the audio whose events
         you want. Raises the stream's :class:`~prevad_rx.StreamFailedError` if it
         fails. Once it has started reading, while it holds ``max_buffered_events``
-        unread events, ``push()`` waits; cancelling its consumer (at any point, also
-        before it ran) or ``aclose()`` unregisters it.
+        unread events, ``push()`` waits; until then it holds nothing back but keeps
+        every event for its reader. It is unregistered when its iteration ends,
+        when a consumer that ran is cancelled, on ``aclose()``, or once nothing
+        holds it any more: ``aclose()`` or drop an iterator you will not read.
         """
         require_loop(self._done.get_loop(), "VADStream.events()")
         return self._fanout.events()

@@ -8,6 +8,8 @@ consumer task cancelled before it ever ran; a config whose arithmetic overflows.
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from reactivex import operators as ops
 
 import prevad_rx as pv
+from prevad_rx._fanout import EventFanout
 from tests.conftest import GoldenFixture, segments_as_lists
 
 pytestmark = pytest.mark.anyio
@@ -232,7 +235,8 @@ async def test_a_handler_raising_a_base_exception_stalls_nobody(
 async def test_a_consumer_cancelled_before_its_first_iteration_unregisters(
     speech16k: GoldenFixture, source: str
 ) -> None:
-    """Its iterator was registered but never read: push() must not wait for it.
+    """Its iterator was registered but never read: push() must not wait for it, and
+    once nothing holds it (not you, not the finished task), it is unregistered.
 
     ``max_buffered_events=2`` makes the engine wait after 2 unread events (the
     default waits after 1,024; the mechanism is the same).
@@ -244,13 +248,47 @@ async def test_a_consumer_cancelled_before_its_first_iteration_unregisters(
 
     async with pv.VADEngine(num_workers=2, max_buffered_events=2) as engine:
         stream = engine.open_stream()
+        fanout = stream._fanout if source == "stream" else engine._fanout
         events = stream.events() if source == "stream" else engine.events()
+        assert len(fanout._queues) == 1  # registered at call time
         task = asyncio.create_task(consume(events))
         del events  # only the consumer holds it
         task.cancel()  # before it ever ran
         await asyncio.gather(task, return_exceptions=True)
+        del task  # once the loop lets go of the finished task, nothing holds the iterator
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert len(fanout._queues) == 0  # unregistered with its consumer
         result = await within(feed(stream, np.concatenate([speech16k.audio] * 2)))
+        assert fanout.delivered > 0 and fanout.buffered == 0  # nothing kept for it
     assert len(result.segments) == 2 * len(speech16k.default_segments) > 2
+
+
+async def test_an_iterator_dropped_on_another_thread_unregisters_on_the_loop() -> None:
+    """Its finalizer runs where the garbage collector fires; the unregistering may not."""
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    fanout = EventFanout(
+        "test", raise_failures=False, on_consumed=lambda: seen.append(threading.get_ident())
+    )
+    cycle: list[object] = [fanout.events()]
+    cycle.append(cycle)  # only the cyclic collector frees it
+    fanout.publish(pv.SpeechEvent("start", "a", 0, 0, 0))
+    assert fanout.buffered == 1
+    gc.disable()  # so it cannot run on this thread first
+    try:
+        del cycle
+        collector = threading.Thread(target=gc.collect)
+        collector.start()
+        collector.join()
+    finally:
+        gc.enable()
+    for _ in range(10):
+        if seen:
+            break
+        await asyncio.sleep(0)
+    assert seen == [loop_thread]  # on_consumed ran on the loop's thread
+    assert fanout.buffered == 0  # and the iterator is unregistered
 
 
 async def test_aclose_unregisters_an_iterator_never_read(speech16k: GoldenFixture) -> None:
