@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import sys
 import uuid
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -602,6 +603,26 @@ def _check_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _check_importable(operator: object) -> None:
+    """Shards import what they unpickle: an operator made in an interactive session
+    (``__main__`` with no file) cannot be found there."""
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__file__", None):
+        return
+    for part in (operator, getattr(operator, "func", None)):
+        if getattr(part, "__module__", None) == "__main__":
+            raise ConfigError(
+                f"operator {operator!r} is defined in an interactive session: shard "
+                "processes cannot import it; define it in a module"
+            )
+
+
 def _check_affinity(affinity: object, workers: int) -> tuple[tuple[int, ...], ...]:
     """CPU sets per shard (cycled), checked against the CPUs this process may use."""
     if affinity is None:
@@ -698,7 +719,7 @@ class ShardedVADEngine:
     ) -> None:
         workers = _check_int("workers_per_shard", workers_per_shard)
         if shards is None:
-            shards = max(1, (os.cpu_count() or 1) // workers)
+            shards = max(1, _usable_cpus() // workers)
         self._num_shards = _check_int("shards", shards)
         self._max_pending_chunks = _check_int("max_pending_chunks", max_pending_chunks)
         self._ring_samples = _check_int("ring_samples", ring_samples, 4096)
@@ -739,6 +760,8 @@ class ShardedVADEngine:
             "event_operators": event_operators,
         }
         VADEngine(**options)  # checks every option the shards' engines take; starts nothing
+        for operator in (*options["audio_operators"], *options["event_operators"]):
+            _check_importable(operator)
         try:
             self._options = pickle.dumps(options)
         except Exception as exc:

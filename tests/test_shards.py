@@ -547,3 +547,22 @@ def test_a_cancelled_close_still_closes_everything(speech16k: GoldenFixture) -> 
 
     pv.run(main())
     assert_nothing_left(names)
+
+
+def test_an_operator_from_an_interactive_session_is_a_config_error() -> None:
+    """Shards cannot import an operator defined in ``python -c`` (or a notebook): refused
+    at construction, not as a shard that fails to start."""
+    code = (
+        "import prevad_rx as pv\n"
+        "def op(source):\n"
+        "    return source\n"
+        "try:\n"
+        "    pv.ShardedVADEngine(shards=1, audio_operators=[op])\n"
+        "except pv.ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "interactive session" in proc.stdout
