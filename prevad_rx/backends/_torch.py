@@ -243,12 +243,20 @@ class TorchBackend(Backend):
         if self._runner is not None:
             self._runner.drop_graphs()
 
+    def abandon(self) -> None:
+        # a call overran its deadline: close() may never run (the call may never return),
+        # so this instance stops counting towards its device's workers now
+        self._uncount()
+
     def close(self) -> None:
         self._runner = None
-        if self._counted is not None:
-            with _devices_lock:
+        self._uncount()
+
+    def _uncount(self) -> None:
+        with _devices_lock:  # abandon() and close() may race: count down once
+            if self._counted is not None:
                 _devices[self._counted] -= 1
-            self._counted = None
+                self._counted = None
 
     def _ready(self) -> _Runner:
         if self._runner is None:

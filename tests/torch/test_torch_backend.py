@@ -251,3 +251,23 @@ def test_reset_and_close(speech16k: GoldenFixture) -> None:
     backend.close()
     with pytest.raises(pv.BackendError, match="initialize"):
         backend.process([ModelRequest(windows, backend.initial_state(), 16000)])
+
+
+def test_an_abandoned_backend_stops_counting_towards_its_device() -> None:
+    """A CUDA backend given up at a deadline may never be closed: abandon() counts it out,
+    once (a close() that does follow does not count it out again)."""
+    from prevad_rx.backends import _torch
+
+    first = _torch.TorchBackend(device="cuda:0")
+    second = _torch.TorchBackend(device="cuda:0")
+    before = _torch._devices["cuda:0"]
+    first._count_on_device()  # what initialize() does on a CUDA device
+    second._count_on_device()
+    assert _torch._devices["cuda:0"] == before + 2
+    first.abandon()
+    assert _torch._devices["cuda:0"] == before + 1
+    first.abandon()
+    first.close()
+    assert _torch._devices["cuda:0"] == before + 1  # the abandoned one counted out once
+    second.close()
+    assert _torch._devices["cuda:0"] == before
