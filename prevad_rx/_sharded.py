@@ -665,7 +665,7 @@ class ShardedVADEngine:
 
     Args:
         backend: backend name, created in every shard.
-        shards: number of shard processes (default: CPU count // workers_per_shard).
+        shards: number of shard processes (default: usable CPUs // workers_per_shard).
         workers_per_shard: worker threads in each shard.
         config: default :class:`VADConfig` for streams.
         backend_options: keyword arguments for the backend (picklable).
