@@ -10,8 +10,8 @@ Two levels, both used by the built-in operators:
   failure -- never the chain's: a raised :class:`~prevad_rx.StreamFailedError` as
   it is, anything else as an :class:`~prevad_rx.OperatorError` naming the
   operator, with the exception as ``__cause__``. A failed stream's remaining items
-  are dropped up to its last one (:class:`FailedStreams`); an operator whose
-  stream can end before its last item arrives (``done``) notes them with ``skip``.
+  are dropped up to its last one (:class:`FailedStreams`); an operator whose last
+  item may arrive before earlier ones (``done``) tracks them with ``skip``.
 * :func:`operator_from` -- full control (emit from other threads, delay completion):
   ``make_handler(emit, complete)`` gives the per-subscription :class:`Handler`.
 
@@ -318,7 +318,7 @@ class _PerStream(Generic[I, B, S]):
             raise
         except BaseException:  # noqa: BLE001 - cannot track: drop up to the last item
             del self._skipping[sid]
-            if not last:
+            if not last and self._marks_end(item):
                 self._failed.add(sid)
             return
         if self._ended(state):

@@ -166,6 +166,22 @@ def test_skip_notes_a_failed_streams_items_until_done() -> None:
         per_stream(step, state=lambda item: [], skip=skip)
 
 
+def test_a_raising_skip_falls_back_to_dropping_up_to_the_last_item() -> None:
+    def step(held: list[int], item: Item) -> list[int]:
+        if item.value < 0:
+            raise ValueError("negative")
+        held.append(item.value)
+        return [sum(held)] if item.is_last else []
+
+    def skip(held: list[int], item: Item) -> None:
+        raise RuntimeError("cannot track")
+
+    operator = per_stream(step, state=lambda item: [], done=lambda held: False, skip=skip)
+    items = [Item("a", 1), Item("a", -1), Item("a", 2), Item("a", 3, True), Item("a", 5, True)]
+    out = collect(items, operator)
+    assert isinstance(out[0], pv.StreamFailure) and out[1:] == [5]  # 2 and 3 dropped
+
+
 def test_failed_streams() -> None:
     failed = FailedStreams()
     failed.add("a")
