@@ -1,8 +1,11 @@
-"""The torch backend on one GPU in one run of under 8 minutes: benchmarks/torch_device.py.
+"""The torch backend on one CUDA GPU, every phase in one run: benchmarks/torch_device.py.
 
-Not yet measured: no GPU machine has run this script so far, so docs/backends.md and
-benchmarks/RESULTS.md hold no GPU figures. It measures, in this order, each phase within
-its share of ``--budget`` seconds (a phase out of time is skipped and says so):
+On a CUDA host with the ``torch`` extra installed (``pip install 'prevad-rx[torch]'``)::
+
+    python benchmarks/torch_device.py --output out.json
+
+It measures, in this order, each phase within its share of ``--budget`` seconds (default
+600; a phase out of time is skipped and says so):
 
 1. exactness: the ``torch`` backend on the device against the ``onnx`` backend (CPU) on
    every 16 kHz fixture: max |dprob|, frames whose side of 0.5 differs, segments identical;
@@ -17,17 +20,8 @@ its share of ``--budget`` seconds (a phase out of time is skipped and says so):
 
 Writes JSON to ``--output`` after every phase (so a run cut short keeps what it measured)
 and prints a Markdown summary for benchmarks/RESULTS.md and docs/backends.md.
-
-On the GPU machine (Python 3.12 with torch, numpy, onnxruntime, uvloop and httpx, no
-network) only reactivex is missing; carry its wheel as a folder ``.whl`` that git ignores
-(``pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl
-reactivex==6.1.0``) and run::
-
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
-    PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 benchmarks/torch_device.py \\
-        --output $OUT/torch_device.json
-
-``--device cpu --quick`` runs every phase at toy sizes on the CPU (tests/torch checks that).
+``--device cuda:1`` picks another GPU; ``--device cpu --quick`` runs every phase at toy
+sizes on the CPU (tests/torch checks that).
 """
 
 from __future__ import annotations
@@ -485,10 +479,10 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--budget", type=float, default=450.0, help="seconds for all phases")
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds for all phases")
     parser.add_argument("--quick", action="store_true", help="toy sizes (a check of the script)")
-    default_out = Path(os.environ.get("OUT", ROOT / "benchmarks" / "out")) / "torch_device.json"
-    parser.add_argument("--output", type=Path, default=default_out)
+    default_out = ROOT / "benchmarks" / "out" / "torch_device.json"
+    parser.add_argument("--output", type=Path, default=default_out, help="the JSON results")
     args = parser.parse_args(argv)
     start = time.monotonic()
     budget = args.budget
