@@ -3,8 +3,9 @@
 The user's process sends batches of small records (open, audio, flush, close,
 stop) over the command pipe; audio samples lie in the shard's shared memory ring
 (:mod:`prevad_rx._shard_ring`). Each stream's records run in order on one pump
-task. Results go back in batches, one per loop iteration, written by a thread so
-that the loop never blocks on a full pipe (it always goes on reading commands):
+task. Results go back in batches, one per loop iteration, pickled on the loop and
+written by a thread, so that the loop never blocks on a full pipe (it always goes on
+reading commands):
 
 * ``("ready", pid, sample_rates)`` / ``("fatal", message)`` once at start;
 * ``("ack", position)``: ring space consumed up to ``position``;
@@ -18,7 +19,6 @@ that the loop never blocks on a full pipe (it always goes on reading commands):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import pickle
@@ -28,6 +28,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from prevad_rx._engine import VADEngine
@@ -91,7 +92,7 @@ class _ShardRunner:
         self._deferred: dict[int, list[tuple[Any, ...]]] = {}  # slot -> records held back
         self._flush_scheduled = False
         self._acked = 0
-        self._outgoing: queue.SimpleQueue[list[tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._outgoing: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
         self._writer = threading.Thread(
             target=self._write_loop, name="prevad-rx-shard-writer", daemon=True
         )
@@ -136,23 +137,26 @@ class _ShardRunner:
 
     def _write_loop(self) -> None:
         while True:
-            batch = self._outgoing.get()
-            if batch is None:
+            data = self._outgoing.get()
+            if data is None:
                 return
             try:
-                self._results.send(batch)
+                self._results.send_bytes(data)
             except (OSError, EOFError):  # the user's process is gone
                 return
-            except Exception:  # noqa: BLE001 - something in it cannot be pickled
-                if not self._send_each(batch):
-                    return
 
-    def _send_each(self, batch: list[tuple[Any, ...]]) -> bool:
-        """Send a batch one message at a time; a message that cannot be pickled fails its
-        stream instead. False once the user's process is gone."""
+    def _pickled(self, batch: list[tuple[Any, ...]]) -> memoryview:
+        """The batch as bytes (on the loop). A message that cannot be pickled fails its
+        stream instead, and the stream is ended here before the failure is sent, so the
+        user's side may reuse its id at once."""
+        try:
+            return ForkingPickler.dumps(batch)
+        except Exception:  # noqa: BLE001 - found and reported message by message below
+            pass
+        kept: list[tuple[Any, ...]] = []
         for message in batch:
             try:
-                data = pickle.dumps([message])
+                pickle.dumps(message)
             except Exception as exc:
                 log.exception("a %r result cannot be sent back", message[0])
                 if len(message) < 2 or not isinstance(message[1], int):
@@ -160,14 +164,10 @@ class _ShardRunner:
                 error = StreamFailedError(
                     f"a result of the stream cannot be sent back from its shard: {exc}"
                 )
-                data = pickle.dumps([("failed", message[1], error, None)])
-                with contextlib.suppress(RuntimeError):  # the loop has closed
-                    self._loop.call_soon_threadsafe(self._abandon, message[1])
-            try:
-                self._results.send_bytes(data)
-            except (OSError, EOFError):
-                return False
-        return True
+                self._abandon(message[1])
+                message = ("failed", message[1], error, None)
+            kept.append(message)
+        return ForkingPickler.dumps(kept)
 
     # ------------------------------------------------------------------ commands
 
@@ -380,7 +380,7 @@ class _ShardRunner:
                 self._dirty.discard(slot_id)
         if self._out:
             batch, self._out = self._out, []
-            self._outgoing.put(batch)
+            self._outgoing.put(self._pickled(batch))
 
 
 def _ignore_outcome(task: asyncio.Task[Any]) -> None:
