@@ -41,5 +41,13 @@ def test_device_script_runs_every_phase_on_the_cpu(tmp_path: Path) -> None:
     assert [r["streams"] for r in results["raw"]["steps"]] == [1, 16, 64]
     assert results["offline"]["eager_model_stream_frames_per_s"] > 0
     assert results["engine_offline"]["stream_frames_per_s"] > 0
-    assert results["live"]["trials"] and results["live"]["max_streams"] >= 0
+    live = results["live"]
+    assert [t["streams"] for t in live["trials"]] == [2, 4][: len(live["trials"])]
+    ran = [t for t in live["trials"] if "skipped" not in t]
+    assert ran  # the first count always runs
+    for trial in ran:
+        assert trial["p50_ms"] <= trial["p99_ms"]
+        assert trial["ok"] == (trial["p99_ms"] < 100)
+    assert all(t["ok"] for t in ran[:-1])  # the doubling stops at the first count that fails
+    assert live["max_streams"] == max((t["streams"] for t in ran if t["ok"]), default=0)
     assert "Exactness vs ONNX on " in proc.stdout and "segments identical: True" in proc.stdout
