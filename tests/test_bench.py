@@ -73,6 +73,11 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     for system in ("prevad", "baseline"):
         row = data["packets"][system]
         assert row["packets_per_s"] > 0 and row["process_cpu_us_per_packet"] > 0, system
+    for key in ("n1", "n2"):
+        row = data["shard-scaling"][key]
+        assert row["engine_wall_us"] > 0 and row["shards_wall_us"] > 0, key
+    for system in ("engine", "shards"):
+        assert data["shard-packets"][system]["packets_per_s"] > 0, system
     table = (tmp_path / "bench.md").read_text()
     for heading in (
         "0. The encoder alone",
@@ -82,6 +87,8 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
         "4. Memory",
         "5. Offline scaling",
         "6. 32 ms packets",
+        "7. Shards: offline",
+        "8. Shards: 32 ms packets",
     ):
         assert heading in table
     assert results_md.read_text().startswith("# Benchmark results")

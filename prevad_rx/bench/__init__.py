@@ -4,8 +4,9 @@ Scenarios (see ``docs/performance.md``): the encoder alone (reference vs fast
 graph), offline throughput with the arithmetic floor, 2 s chunk latency, many
 live streams against a per-stream-model baseline, memory at 1,000 open
 streams, offline scaling over worker counts against one sequence-model session
-per thread, and 32 ms packets from many interleaved streams. Results are
-written as JSON and Markdown; timings are never asserted in the test suite.
+per thread, 32 ms packets from many interleaved streams, and the same two with
+``ShardedVADEngine`` next to ``VADEngine``. Results are written as JSON and
+Markdown; timings are never asserted in the test suite.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from prevad_rx.bench._scenarios import (
     packets,
     scaling,
 )
+from prevad_rx.bench._shards import shard_packets, shard_scaling
 
 __all__ = ["SCENARIOS", "BenchOptions", "markdown", "run_benchmarks", "write_results"]
 
@@ -39,6 +41,8 @@ SCENARIOS = {
     "memory": memory,
     "scaling": scaling,
     "packets": packets,
+    "shard-scaling": shard_scaling,
+    "shard-packets": shard_packets,
 }
 
 

@@ -231,6 +231,38 @@ def markdown(results: dict[str, Any]) -> str:
             f"prevad_rx takes **{pk['ratio']:.2f}x** the baseline's packets per second.",
             "",
         ]
+    ss = results.get("shard-scaling")
+    if ss:
+        lines += [
+            f"### 7. Shards: offline ({ss['streams']} streams x {ss['audio_s']} s, 2 s chunks, "
+            "every stream in turn; wall µs per frame)",
+            "",
+            "| cores | `VADEngine(num_workers=n)` | `ShardedVADEngine(shards=n)` "
+            "| shards vs engine |",
+            "|---|---|---|---|",
+        ]
+        for key in sorted((k for k in ss if k.startswith("n")), key=lambda k: int(k[1:])):
+            r = ss[key]
+            lines.append(
+                f"| {key[1:]} | {_f(r['engine_wall_us'])} | {_f(r['shards_wall_us'])} | "
+                f"{_f(r['shards_vs_engine'], 2)}x |"
+            )
+        lines.append("")
+    sp = results.get("shard-packets")
+    if sp:
+        e, s_ = sp["engine"], sp["shards"]
+        lines += [
+            f"### 8. Shards: 32 ms packets, {sp['streams']} interleaved streams on "
+            f"{sp['cores']} cores",
+            "",
+            "| | packets/s | CPU µs per packet in the user's process |",
+            "|---|---|---|",
+            f"| `VADEngine` | {_f(e['packets_per_s'], 0)} | "
+            f"{_f(e['user_process_cpu_us_per_packet'])} |",
+            f"| `ShardedVADEngine` | {_f(s_['packets_per_s'], 0)} | "
+            f"{_f(s_['user_process_cpu_us_per_packet'])} |",
+            "",
+        ]
     return "\n".join(lines)
 
 

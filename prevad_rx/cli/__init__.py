@@ -186,7 +186,17 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--scenario",
         action="append",
-        choices=["encoder", "offline", "latency", "live", "memory", "scaling", "packets"],
+        choices=[
+            "encoder",
+            "offline",
+            "latency",
+            "live",
+            "memory",
+            "scaling",
+            "packets",
+            "shard-scaling",
+            "shard-packets",
+        ],
         help="run only these (repeatable; default: all)",
     )
     bench.add_argument(
