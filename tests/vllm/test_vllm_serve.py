@@ -119,9 +119,15 @@ def test_twenty_streams_through_vllm_serve_equal_onnx(
         assert segments_as_lists(result.segments) == fixture.default_segments
 
 
+def _shared_memory_segments() -> set[Path]:
+    shm = Path("/dev/shm")
+    return set(shm.glob("psm_*")) | set(shm.glob("sem.mp-*")) if shm.is_dir() else set()
+
+
 def test_server_killed_mid_stream(tmp_path: Path, speech16k: GoldenFixture) -> None:
     if not Path(VLLM_PYTHON).exists():
         pytest.skip(f"no vLLM environment at {VLLM_PYTHON}")
+    segments_before = _shared_memory_segments()
     process, url = start_server(tmp_path / "serve.log")
     try:
 
@@ -142,5 +148,9 @@ def test_server_killed_mid_stream(tmp_path: Path, speech16k: GoldenFixture) -> N
         error = pv.run(main())
     finally:
         stop(process)
+        # a SIGKILLed vLLM cannot unlink its shared-memory queues; its whole session is
+        # gone now, so the segments that appeared while it ran are removed here
+        for segment in _shared_memory_segments() - segments_before:
+            segment.unlink(missing_ok=True)
     assert isinstance(error, pv.StreamFailedError)
     assert isinstance(error.__cause__, pv.RemoteBackendError)
