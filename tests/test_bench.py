@@ -70,7 +70,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     for key in ("w1", "w2"):
         assert scaling[key]["baseline_wall_us"] > 0 and scaling[key]["engine_wall_us"] > 0, key
     assert scaling["w1"]["engine_efficiency"] == 1.0
-    for system in ("prevad", "baseline"):
+    for system in ("prevad", "prevad_shards", "baseline"):
         row = data["packets"][system]
         assert row["packets_per_s"] > 0 and row["process_cpu_us_per_packet"] > 0, system
     for key in ("n1", "n2"):

@@ -227,10 +227,18 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_f(p['loop_cpu_us_per_packet'])} | {_f(p['process_cpu_us_per_packet'])} |",
             f"| per-stream model in an executor | {_f(b['packets_per_s'], 0)} | "
             f"{_f(b['loop_cpu_us_per_packet'])} | {_f(b['process_cpu_us_per_packet'])} |",
-            "",
-            f"prevad_rx takes **{pk['ratio']:.2f}x** the baseline's packets per second.",
-            "",
         ]
+        summary = f"prevad_rx takes **{pk['ratio']:.2f}x** the baseline's packets per second"
+        shards = pk.get("prevad_shards")
+        if shards:
+            lines.insert(
+                -1,
+                f"| prevad_rx, `ShardedVADEngine` (1 worker per shard) | "
+                f"{_f(shards['packets_per_s'], 0)} | {_f(shards['loop_cpu_us_per_packet'])} | "
+                f"{_f(shards['process_cpu_us_per_packet'])} (this process only) |",
+            )
+            summary += f" in one process, **{pk['ratio_shards']:.2f}x** with shards"
+        lines += ["", summary + ".", ""]
     ss = results.get("shard-scaling")
     if ss:
         lines += [

@@ -20,6 +20,7 @@ import numpy as np
 
 from prevad_rx._engine import VADEngine
 from prevad_rx._runtime import run
+from prevad_rx._sharded import ShardedVADEngine
 from prevad_rx.backends import create_backend
 from prevad_rx.backends._base import DecodeRequest
 from prevad_rx.bench._references import (
@@ -545,11 +546,17 @@ def packets(options: BenchOptions) -> dict[str, Any]:
     seconds = 2 if options.quick else 8
     audio = speech(seconds + 1)
     out: dict[str, Any] = {"streams": streams, "packets_per_stream": seconds * 16000 // 512}
+    workers = options.workers
     options.progress(f"packets: prevad_rx engine, {streams} streams")
-    out["prevad"] = run(_packets_engine(audio, streams, seconds, options.workers))
+    engine = partial(VADEngine, num_workers=workers)
+    out["prevad"] = run(_packets_engine(audio, streams, seconds, engine))
+    options.progress(f"packets: prevad_rx, {workers} shards x 1 worker, {streams} streams")
+    sharded = partial(ShardedVADEngine, shards=workers, workers_per_shard=1)
+    out["prevad_shards"] = run(_packets_engine(audio, streams, seconds, sharded))
     options.progress(f"packets: per-stream model in an executor, {streams} streams")
-    out["baseline"] = run(_packets_baseline(audio, streams, seconds, options.workers))
+    out["baseline"] = run(_packets_baseline(audio, streams, seconds, workers))
     out["ratio"] = out["prevad"]["packets_per_s"] / out["baseline"]["packets_per_s"]
+    out["ratio_shards"] = out["prevad_shards"]["packets_per_s"] / out["baseline"]["packets_per_s"]
     return out
 
 
@@ -579,10 +586,13 @@ async def _timed_feeds(feeds: list[Callable[[], Any]], packets: int) -> dict[str
 
 
 async def _packets_engine(
-    audio: np.ndarray, streams: int, seconds: int, workers: int
+    audio: np.ndarray,
+    streams: int,
+    seconds: int,
+    make: Callable[[], VADEngine | ShardedVADEngine],
 ) -> dict[str, float]:
     sources = _packet_sources(audio, streams, seconds)
-    async with VADEngine(num_workers=workers) as engine:
+    async with make() as engine:
         warm = engine.open_stream("warm-up")
         await warm.push(audio[:32000])
         await warm.close()
