@@ -1,4 +1,5 @@
-"""The event-loop check shared by the engine and its streams.
+"""Event-loop helpers shared by the engines and their streams: the loop check, and the
+wake-up signal their waiting pushes use.
 
 An engine and its streams are driven from the loop the engine started on: their
 futures, locks and queues belong to it. Awaiting one of their coroutines on
@@ -9,6 +10,7 @@ that never comes, so it is refused at once with :class:`WrongEventLoopError`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from prevad_rx._errors import WrongEventLoopError
 
@@ -30,3 +32,21 @@ def require_loop(loop: asyncio.AbstractEventLoop | None, method: str) -> None:
             "the engine started on; from another thread, use "
             "asyncio.run_coroutine_threadsafe(..., that_loop)"
         )
+
+
+class Signal:
+    """Wakes every waiter on each notify; waiters re-check their own condition."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            if self._event is None:
+                self._event = asyncio.Event()
+            await self._event.wait()

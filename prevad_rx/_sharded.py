@@ -49,7 +49,7 @@ from prevad_rx._errors import (
     UnsupportedSampleRateError,
 )
 from prevad_rx._fanout import EventFanout, EventIterator
-from prevad_rx._loop import require_loop
+from prevad_rx._loop import Signal, require_loop
 from prevad_rx._shard_ring import ShardRing
 from prevad_rx._shard_worker import shard_main
 from prevad_rx._stream import StreamState, StreamStatistics
@@ -88,24 +88,6 @@ class ShardedEngineStatistics:
     streams_opened: int
     shards: tuple[ShardStatistics, ...]
     streams: tuple[StreamStatistics, ...]
-
-
-class _Signal:
-    """Wakes every waiter on each notify; waiters re-check their own condition."""
-
-    def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
-
-    def notify(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            if self._event is None:
-                self._event = asyncio.Event()
-            await self._event.wait()
 
 
 class _Shard:
@@ -364,7 +346,7 @@ class ShardedStream:
         self._max_pending = engine._max_pending_chunks
         self._max_buffered = engine._max_buffered
         self._push_lock = asyncio.Lock()
-        self._signal = _Signal()
+        self._signal = Signal()
         self._fanout = EventFanout(
             f"stream {stream_id!r}", raise_failures=True, on_consumed=self._signal.notify
         )

@@ -22,7 +22,7 @@ from prevad_rx._audio import AudioInput, model_sample_rate
 from prevad_rx._config import VADConfig
 from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
 from prevad_rx._fanout import EventFanout, EventIterator
-from prevad_rx._loop import require_loop
+from prevad_rx._loop import Signal, require_loop
 from prevad_rx._types import (
     AudioChunk,
     AudioSlice,
@@ -111,24 +111,6 @@ class StreamStatistics:
     handler_errors: int
 
 
-class _Signal:
-    """Wakes every waiter on each notify; waiters re-check their own condition."""
-
-    def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
-
-    def notify(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            if self._event is None:
-                self._event = asyncio.Event()
-            await self._event.wait()
-
-
 class VADStream:
     """One stream of audio: push chunks, receive speech events, close for the result.
 
@@ -165,7 +147,7 @@ class VADStream:
         self._queued: deque[AudioChunk] = deque()
         self._dropped_samples = 0
         self._push_lock = asyncio.Lock()
-        self._signal = _Signal()
+        self._signal = Signal()
         self._fanout = EventFanout(
             f"stream {stream_id!r}", raise_failures=True, on_consumed=self._room_changed
         )
