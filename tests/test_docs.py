@@ -34,16 +34,7 @@ def test_readme_example_runs() -> None:
     text = (ROOT / "README.md").read_text()
     example = re.search(r"## In ten lines\n\n```python\n(.*?)```", text, re.S)
     assert example is not None
-    proc = subprocess.run(
-        [sys.executable, "-c", example.group(1)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    lines = run_snippet(example.group(1))
     assert lines[0].startswith("start ") and lines[-1].startswith("[(")
 
 

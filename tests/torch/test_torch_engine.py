@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +16,7 @@ import prevad_rx as pv
 from prevad_rx.backends import ModelRequest, _registry
 from tests.backends.test_onnx import windows_for
 from tests.conftest import ROOT, GoldenFixture, segments_as_lists
+from tests.test_docs import run_snippet
 
 pytestmark = [pytest.mark.torch, pytest.mark.anyio]
 torch = pytest.importorskip("torch")
@@ -193,13 +192,5 @@ def _documented_example() -> str:
 
 
 def test_the_documented_example_runs() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _documented_example()],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "cpu" in proc.stdout and "[(" in proc.stdout
+    output = "\n".join(run_snippet(_documented_example()))
+    assert "cpu" in output and "[(" in output
