@@ -294,6 +294,8 @@ class WorkerPool:
         try:
             self._serve(backend)
         finally:
+            with self._cond:
+                self._backend_of.pop(threading.get_ident(), None)
             try:
                 backend.close()
             except BaseException:
