@@ -9,7 +9,9 @@
                                                                                     reorder_by_seq
                         progress (flush, close, credits) ◀─────────────────────────────┘
 
-Everything before the pool runs on the event loop inside ``push()``; results
+Everything before the pool runs on the event loop: ``push()`` validates the audio,
+and what a stream was pushed in one loop iteration enters the chain as one chunk
+at the iteration's end (``_outbox.py``). Results
 come back from the workers through ``loop.call_soon_threadsafe``, so stream
 objects, subscribers and iterators are only ever touched on the loop. For each
 result, events are scheduled before the progress update, so when ``flush()``
@@ -122,7 +124,8 @@ class VADEngine:
         pool: share an already started :class:`WorkerPool` (the engine then
             does not close it).
         frames_per_slice: most frames per slice (see ``window_slices``).
-        max_pending_slices: per stream, slices in flight before ``push()`` waits.
+        max_pending_slices: per stream, slices in flight (each push not yet
+            sliced counts as one) before ``push()`` waits.
         max_buffered_events: per ``events()`` iterator, unread events before
             ``push()`` waits.
         backpressure: what ``push()`` does when a stream is full: ``"wait"``,
@@ -133,7 +136,8 @@ class VADEngine:
             audio it holds (at least ``min_slice_timeout`` s) fails its streams
             (:class:`SliceTimeoutError`) and its worker is replaced; None: no limit.
         audio_operators: operators applied to the ``AudioChunk`` stream before
-            slicing (must be synchronous, e.g. ``ops.map``).
+            slicing (must be synchronous, e.g. ``ops.map``); what a stream is pushed
+            in one loop iteration reaches them as one chunk.
         event_operators: operators applied to the ``SpeechEvent`` stream; they
             shape what is delivered (``result.segments`` stays complete).
             Each user operator is contained (``operators.contain``): its fault
@@ -181,6 +185,7 @@ class VADEngine:
         if pool is not None and not isinstance(pool, WorkerPool):
             raise ConfigError(f"pool must be a WorkerPool, got {type(pool).__name__}")
         self._slicer = window_slices(frames_per_slice)  # validates frames_per_slice now
+        self._frames_per_slice = frames_per_slice
         self.config = config or VADConfig()
         self._owns_pool = pool is None
         # validates backend, num_workers and backend_options; starts no thread
@@ -452,6 +457,7 @@ class VADEngine:
             max_buffered_events=self._max_buffered,
             backpressure=backpressure or self._backpressure,
             max_queued_chunks=self._max_queued,
+            frames_per_slice=self._frames_per_slice,
         )
         self._streams[stream_id] = port_of(stream)
         self._opened += 1

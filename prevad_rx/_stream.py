@@ -10,6 +10,7 @@ members, and both run only on the engine's loop.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from reactivex import Observable, abc
 
-from prevad_rx._audio import AudioInput, model_sample_rate
+from prevad_rx._audio import AudioInput, model_sample_rate, to_float32_mono
 from prevad_rx._config import VADConfig
 from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
 from prevad_rx._fanout import EventFanout, EventIterator
 from prevad_rx._loop import Signal, require_loop
+from prevad_rx._outbox import Outbox, owned
 from prevad_rx._types import (
     AudioChunk,
     AudioSlice,
@@ -30,7 +32,9 @@ from prevad_rx._types import (
     Segment,
     SpeechEvent,
     StreamResult,
+    frame_geometry,
 )
+from prevad_rx.operators._window_slices import DEFAULT_FRAMES_PER_SLICE
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -46,7 +50,7 @@ BackpressurePolicy = Literal["wait", "drop_oldest", "error"]
 class StreamHost:
     """What a stream needs from its engine (internal to prevad_rx, not public API)."""
 
-    #: send a chunk of the stream into the engine's operator chain
+    #: send a chunk of the stream into the engine's operator chain (on the loop)
     send: Callable[[AudioChunk], None]
     #: the stream has ended: the engine lets go of it
     forget: Callable[[VADStream], None]
@@ -133,6 +137,7 @@ class VADStream:
         max_buffered_events: int,
         backpressure: BackpressurePolicy = "wait",
         max_queued_chunks: int = 64,
+        frames_per_slice: int = DEFAULT_FRAMES_PER_SLICE,
     ) -> None:
         self.stream_id = stream_id
         self.sample_rate = sample_rate
@@ -144,7 +149,7 @@ class VADStream:
         self._max_buffered = max_buffered_events
         self.backpressure: BackpressurePolicy = backpressure
         self._max_queued = max_queued_chunks
-        self._queued: deque[AudioChunk] = deque()
+        self._queued: deque[NDArray[np.float32]] = deque()
         self._dropped_samples = 0
         self._push_lock = asyncio.Lock()
         self._signal = Signal()
@@ -156,7 +161,12 @@ class VADStream:
         self._state: StreamState = "open"
         self._error: StreamFailedError | None = None
         self._result: StreamResult | None = None
-        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[None] = loop.create_future()
+        # what was pushed in this loop iteration, entering the chain as one chunk
+        frame = frame_geometry(self.processing_rate)[0]
+        slice_samples = math.ceil(frames_per_slice * frame * sample_rate / self.processing_rate)
+        self._outbox = Outbox(stream_id, sample_rate, self._send, loop, slice_samples)
         self._samples_pushed = 0
         self._frames_submitted = 0
         self._frames_done = 0
@@ -202,11 +212,15 @@ class VADStream:
         when ``max_queued_chunks`` are waiting (dropped audio is left out of the
         stream, counted in ``statistics().dropped_samples``). An empty chunk is a
         no-op. The array may be reused by the caller once this returns.
+
+        What a stream is pushed during one loop iteration enters the operator chain
+        at the iteration's end, as one chunk (results are the same for any
+        chunking): a sender that is ahead pays the chain's per-item costs once.
         """
         require_loop(self._done.get_loop(), "VADStream.push()")
         self._check_writable()
-        chunk = AudioChunk(self.stream_id, audio, self.sample_rate)  # type: ignore[arg-type]
-        if chunk.samples.size == 0:
+        samples = to_float32_mono(audio)
+        if samples.size == 0:
             return
         async with self._push_lock:
             if self.backpressure == "wait":
@@ -219,19 +233,35 @@ class VADStream:
                         self.stream_id,
                     )
             elif self._queued or not self._has_room():
-                self._queue(chunk)
+                self._queue(owned(samples, audio))
                 return
-            self._host.send(chunk)
-            self._samples_pushed += chunk.samples.size
+            self._outbox.add(owned(samples, audio))
+            self._samples_pushed += samples.size
 
-    def _queue(self, chunk: AudioChunk) -> None:
+    def _queue(self, samples: NDArray[np.float32]) -> None:
         """Policy "drop_oldest": wait at the door, newest kept."""
-        copy = AudioChunk(self.stream_id, chunk.samples.copy(), self.sample_rate)
-        self._queued.append(copy)
-        self._samples_pushed += copy.samples.size
+        self._queued.append(samples)
+        self._samples_pushed += samples.size
         while len(self._queued) > self._max_queued:
             dropped = self._queued.popleft()
-            self._dropped_samples += dropped.samples.size
+            self._dropped_samples += dropped.size
+
+    def _send(self, chunk: AudioChunk) -> None:
+        """The outbox's coalesced chunk into the engine's chain (on the loop, at the end of
+        the iteration the audio was pushed in)."""
+        if self._state in ("closed", "failed"):
+            return
+        try:
+            self._host.send(chunk)
+        except Exception as exc:  # noqa: BLE001 - no push() is left to raise it to
+            error = StreamFailedError(
+                f"stream {self.stream_id!r}: its audio could not enter the engine: {exc}",
+                self.stream_id,
+            )
+            error.__cause__ = exc
+            self._fail(error)
+            return
+        self._signal.notify()  # the chunk's slices may hold less room than its pushes did
 
     def _room_changed(self) -> None:
         """Work finished or events were read: admit queued audio, wake waiting pushes."""
@@ -242,11 +272,10 @@ class VADStream:
     def _admit_queued(self) -> None:
         """Move queued chunks into the pipeline while there is room (on the loop)."""
         while self._queued and self._state in ("open", "closing") and self._has_room():
-            self._host.send(self._queued.popleft())
-        if not self._queued and self._state == "closing":
-            end = self._take_end_chunk()
-            if end is not None:
-                self._host.send(end)
+            self._outbox.add(self._queued.popleft())
+        if not self._queued and self._state == "closing" and not self._end_sent:
+            self._end_sent = True
+            self._outbox.add_end()
 
     async def flush(self) -> None:
         """Return once every whole frame pushed so far is processed and its events delivered.
@@ -262,6 +291,7 @@ class VADStream:
             await self._signal.wait_until(
                 lambda: not self._queued or self._state in ("closed", "failed")
             )
+            self._outbox.send_now()
             target = self._frames_submitted
         await self._signal.wait_until(
             lambda: self._frames_done >= target or self._state in ("closed", "failed")
@@ -284,6 +314,7 @@ class VADStream:
             self._signal.notify()  # a push still waiting for room gives up (StreamClosedError)
         async with self._push_lock:
             self._admit_queued()  # sends the end once nothing is queued
+            self._outbox.send_now()  # nothing more comes to coalesce with
         await asyncio.shield(self._done)
         if self._error is not None:
             raise self._error
@@ -306,7 +337,8 @@ class VADStream:
             raise StreamClosedError(f"stream {self.stream_id!r} is closed", self.stream_id)
 
     def _has_room(self) -> bool:
-        in_flight = self._slices_submitted - self._slices_done
+        # audio waiting in the outbox counts as in flight: one slice per push
+        in_flight = self._slices_submitted - self._slices_done + len(self._outbox)
         return (
             in_flight < self._max_pending
             and self._fanout.backlog < self._max_buffered
@@ -406,6 +438,7 @@ class VADStream:
             return
         self._error = error
         self._state = "failed"
+        self._outbox.clear()
         self._fanout.fail(error)
         self._end()
 

@@ -26,9 +26,15 @@ pytestmark = pytest.mark.anyio
 DEADLINE = 60.0
 
 
-async def feed(stream: pv.VADStream, audio: np.ndarray, step: int = 8000) -> pv.StreamResult:
+async def feed(
+    stream: pv.VADStream, audio: np.ndarray, step: int = 8000, *, paced: bool = False
+) -> pv.StreamResult:
+    """Push ``audio`` in ``step``-sample chunks and close; ``paced``: one chunk per loop
+    iteration (else a stream ahead of the engine sends its pushes on as larger chunks)."""
     for start in range(0, audio.size, step):
         await stream.push(audio[start : start + step])
+        if paced:
+            await asyncio.sleep(0)
     return await stream.close()
 
 
@@ -96,6 +102,7 @@ async def test_a_raising_audio_operator_fails_only_its_stream(
         for start in range(0, 24000, 8000):  # the third chunk makes the operator raise
             await a.push(audio[start : start + 8000])
             await b.push(audio[start : start + 8000])
+            await asyncio.sleep(0)  # pushes of one loop iteration enter the chain as one chunk
         with pytest.raises(pv.OperatorError) as failed:
             await a.push(audio[24000:32000])  # visible at the stream's next push
         for start in range(24000, 48000, 8000):  # the neighbour's pushes all succeed
@@ -146,7 +153,10 @@ async def test_a_config_overflowing_inside_the_segmenter_fails_only_its_stream(
         good = engine.open_stream("good", keep_audio=True)
         results = await within(
             asyncio.gather(
-                feed(bad, speech16k.audio), feed(good, speech16k.audio), return_exceptions=True
+                # paced: the first item ends before speech starts, where the pad is used
+                feed(bad, speech16k.audio, paced=True),
+                feed(good, speech16k.audio),
+                return_exceptions=True,
             )
         )
         later = await within(feed(engine.open_stream("later"), speech16k.audio))

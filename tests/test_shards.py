@@ -248,9 +248,13 @@ def test_a_killed_shard_fails_only_its_streams_and_is_replaced(
                 await s.push(audio[:48000])
             sleepy = engine.open_stream("sleepy")  # the shards are even: shard 0
             assert sleepy.shard == 0
-            await sleepy.push(audio[:512])  # holds up shard 0
-            await sleepy.push(audio[512:1024])  # two chunks in flight: the budget is full
-            waiting_push = asyncio.create_task(sleepy.push(audio[1024:1536]))
+            await sleepy.push(audio[:512])  # its audio operator holds up shard 0 for 2 s
+            await asyncio.sleep(0.3)  # shard 0 is stalled now: it takes no more audio
+            # two chunks in flight fill the budget, so the third push (at the latest) waits
+            pushes = [
+                asyncio.create_task(sleepy.push(audio[k * 512 : (k + 1) * 512])) for k in (1, 2, 3)
+            ]
+            waiting_push = pushes[-1]
             waiting_flush = asyncio.create_task(victims[1].flush())
             await asyncio.sleep(0.05)
             assert not waiting_push.done() and not waiting_flush.done()
@@ -260,6 +264,8 @@ def test_a_killed_shard_fails_only_its_streams_and_is_replaced(
             for waiting in (waiting_push, waiting_flush):
                 with pytest.raises(pv.ShardFailedError):
                     await waiting
+            for outcome in await asyncio.gather(*pushes[:-1], return_exceptions=True):
+                assert outcome is None or isinstance(outcome, pv.ShardFailedError)
             with pytest.raises(pv.ShardFailedError) as caught:
                 await victims[0].close()
             assert caught.value.shard == 0 and caught.value.stream_id == "s0"

@@ -62,11 +62,15 @@ def frames_of(item: pv.AudioSlice, value: float) -> pv.FrameProbabilities:
 
 async def test_a_stream_runs_on_its_host_and_port_alone() -> None:
     engine = FakeEngine()
-    stream = make_stream(engine)
+    stream = make_stream(engine, max_pending_slices=2)
     port = port_of(stream)
     assert port.stream is stream
     await stream.push(np.zeros(512, np.float32))
-    assert [chunk.samples.size for chunk in engine.sent] == [512]
+    await stream.push(np.ones(512, np.float32))
+    assert engine.sent == []  # sent at the end of the loop iteration, as one chunk
+    await asyncio.sleep(0)
+    assert [chunk.samples.size for chunk in engine.sent] == [1024]
+    assert engine.sent[0].samples[511:513].tolist() == [0.0, 1.0]
     first = a_slice(0)
     port.on_slice(first)
     assert stream.statistics().slices_in_flight == 1
@@ -106,4 +110,7 @@ async def test_the_hosts_event_backlog_holds_back_push() -> None:
     engine.backlog = 0
     port_of(stream).room_changed()
     await stream.push(np.zeros(512, np.float32))
+    with pytest.raises(pv.BackpressureError):  # a push waiting to be sent counts as in flight
+        await stream.push(np.zeros(512, np.float32))
+    await asyncio.sleep(0)
     assert len(engine.sent) == 1
