@@ -202,7 +202,9 @@ class EventFanout:
     @property
     def backlog(self) -> int:
         """Unread events of the slowest iterator that has started reading."""
-        return max((q.qsize() for q in self._reading), default=0)
+        if not self._reading:  # the common case, checked on every push
+            return 0
+        return max(q.qsize() for q in self._reading)
 
     @property
     def buffered(self) -> int:

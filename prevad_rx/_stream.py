@@ -222,6 +222,11 @@ class VADStream:
         samples = to_float32_mono(audio)
         if samples.size == 0:
             return
+        if not self._push_lock.locked() and not self._queued and self._has_room():
+            # room now and no push waiting before this one: taken without awaiting
+            self._outbox.add(owned(samples, audio))
+            self._samples_pushed += samples.size
+            return
         async with self._push_lock:
             if self.backpressure == "wait":
                 await self._signal.wait_until(lambda: self._state != "open" or self._has_room())

@@ -31,16 +31,24 @@ def chunk_sizes(rng: np.random.Generator, total: int) -> list[int]:
     return sizes
 
 
-async def run_engine(
-    workers: int, frames_per_slice: int, seed: int
-) -> list[tuple[GoldenFixture, int, pv.StreamResult, list[pv.SpeechEvent]]]:
+Outcome = tuple[GoldenFixture, int, pv.StreamResult, list[pv.SpeechEvent]]
+
+
+async def run_engine(workers: int, frames_per_slice: int, seed: int) -> list[Outcome]:
+    engine = pv.VADEngine(
+        num_workers=workers, frames_per_slice=frames_per_slice, max_pending_slices=4
+    )
+    return await run_streams(engine, seed)
+
+
+async def run_streams(engine: pv.VADEngine | pv.ShardedVADEngine, seed: int) -> list[Outcome]:
+    """STREAMS streams at once, each a fixture with random parameters pushed in random
+    chunks with a random interleaving."""
     fixtures = golden_fixtures()
     rng = np.random.default_rng(seed)
-    async with pv.VADEngine(
-        num_workers=workers, frames_per_slice=frames_per_slice, max_pending_slices=4
-    ) as engine:
+    async with engine:
 
-        async def one(index: int) -> tuple[GoldenFixture, int, pv.StreamResult, list]:
+        async def one(index: int) -> Outcome:
             fixture = fixtures[index % len(fixtures)]
             params_index = int(rng.integers(len(fixture.timestamps)))
             params = fixture.timestamps[params_index][0]
@@ -78,6 +86,38 @@ def test_many_streams_equal_silero(
     workers: int, frames_per_slice: int, seed: int, use_uvloop: bool
 ) -> None:
     results = pv.run(run_engine(workers, frames_per_slice, seed), use_uvloop=use_uvloop)
+    assert_equal_silero(results)
+
+
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    shards=st.integers(min_value=1, max_value=3),
+    workers_per_shard=st.integers(min_value=1, max_value=2),
+    frames_per_slice=st.integers(min_value=1, max_value=64),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_many_streams_equal_silero_with_shards(
+    shards: int, workers_per_shard: int, frames_per_slice: int, seed: int
+) -> None:
+    """The same property with the streams spread over shard processes."""
+
+    async def main() -> list[Outcome]:
+        engine = pv.ShardedVADEngine(
+            shards=shards,
+            workers_per_shard=workers_per_shard,
+            frames_per_slice=frames_per_slice,
+            max_pending_slices=4,
+        )
+        return await run_streams(engine, seed)
+
+    assert_equal_silero(pv.run(main()))
+
+
+def assert_equal_silero(results: list[Outcome]) -> None:
     assert len(results) == STREAMS
     for fixture, params_index, result, events in results:
         assert result.probabilities is not None
