@@ -95,9 +95,12 @@ class Outbox:
             samples = np.concatenate(parts)
         self._send(AudioChunk(self._stream_id, samples, self._sample_rate, end))
 
-    def clear(self) -> None:
-        """Drop what is waiting (the stream failed: its audio goes nowhere)."""
+    def clear(self) -> bool:
+        """Drop what is waiting (the stream failed: its audio goes nowhere); True if that
+        included the end, which then is the stream's to send again."""
+        end = self._end
         self._parts, self._end, self._samples = [], False, 0
+        return end
 
     def _schedule(self) -> None:
         if not self._scheduled:

@@ -443,7 +443,8 @@ class VADStream:
             return
         self._error = error
         self._state = "failed"
-        self._outbox.clear()
+        if self._outbox.clear():
+            self._end_sent = False  # never sent: the engine takes it to end the chain's state
         self._fanout.fail(error)
         self._end()
 

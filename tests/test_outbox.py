@@ -10,7 +10,9 @@ from reactivex import operators as ops
 
 import prevad_rx as pv
 from prevad_rx._outbox import Outbox, owned
+from prevad_rx._stream import port_of
 from tests.conftest import GoldenFixture, segments_as_lists
+from tests.test_stream_boundary import FakeEngine, a_slice, frames_of, make_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +58,9 @@ async def test_a_full_slice_is_sent_at_once() -> None:
 async def test_a_cleared_outbox_sends_nothing() -> None:
     box, sent = outbox()
     box.add(np.zeros(8, np.float32))
-    box.clear()
+    assert box.clear() is False
+    box.add_end()
+    assert box.clear() is True  # the end was dropped: its owner must send it again
     await asyncio.sleep(0)
     assert sent == [] and len(box) == 0
 
@@ -116,3 +120,26 @@ async def test_a_paced_sender_sends_each_push_as_it_is(speech16k: GoldenFixture)
             await asyncio.sleep(0)  # one packet per loop iteration, as a live source
         await stream.close()
     assert sizes[:20] == [512] * 20
+
+
+async def test_a_stream_failing_with_its_end_waiting_still_hands_the_end_over() -> None:
+    """The end queued by a result, then the stream fails in the same iteration: the end
+    was never sent, so the engine can still take it (to end the chain's state)."""
+    engine = FakeEngine()
+    stream = make_stream(engine, max_pending_slices=1, backpressure="drop_oldest")
+    port = port_of(stream)
+    await stream.push(np.zeros(512, np.float32))
+    await asyncio.sleep(0)
+    first = a_slice(0)
+    port.on_slice(first)  # the stream is full now
+    await stream.push(np.ones(512, np.float32))  # queued at the door
+    closing = asyncio.ensure_future(stream.close())
+    await asyncio.sleep(0)  # close() waits: no room for the queued chunk yet
+    port.on_frames(frames_of(first, 0.5))  # room: the queued chunk and the end wait to go
+    port.fail(pv.StreamFailedError("stream 's': broken", "s"))
+    end = port.take_end_chunk()
+    assert end is not None and end.end_of_stream
+    with pytest.raises(pv.StreamFailedError):
+        await closing
+    await asyncio.sleep(0)
+    assert [chunk.end_of_stream for chunk in engine.sent] == [False]  # nothing after failing
