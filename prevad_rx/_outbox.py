@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from prevad_rx._types import AudioChunk
+from prevad_rx._types import AudioChunk, validated_chunk
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -93,7 +93,8 @@ class Outbox:
             samples = parts[0]
         else:
             samples = np.concatenate(parts)
-        self._send(AudioChunk(self._stream_id, samples, self._sample_rate, end))
+        # every part was validated by push(): not checked again
+        self._send(validated_chunk(self._stream_id, samples, self._sample_rate, end))
 
     def clear(self) -> bool:
         """Drop what is waiting (the stream failed: its audio goes nowhere); True if that

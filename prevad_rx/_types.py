@@ -88,6 +88,19 @@ class AudioChunk:
         )
 
 
+def validated_chunk(
+    stream_id: str, samples: NDArray[np.float32], sample_rate: int, end_of_stream: bool
+) -> AudioChunk:
+    """An :class:`AudioChunk` of samples already validated and converted (1-D float32,
+    finite) at a rate already checked: built without checking them a second time."""
+    chunk = object.__new__(AudioChunk)
+    object.__setattr__(chunk, "stream_id", stream_id)
+    object.__setattr__(chunk, "samples", samples)
+    object.__setattr__(chunk, "sample_rate", sample_rate)
+    object.__setattr__(chunk, "end_of_stream", end_of_stream)
+    return chunk
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class AudioSlice:
     """A run of whole model frames of one stream, numbered ``seq`` within it.

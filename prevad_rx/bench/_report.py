@@ -238,6 +238,15 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_f(shards['process_cpu_us_per_packet'])} (this process only) |",
             )
             summary += f" in one process, **{pk['ratio_shards']:.2f}x** with shards"
+        paced = pk.get("prevad_paced")
+        if paced:
+            lines.insert(
+                -1,
+                f"| prevad_rx engine, paced (one packet per stream per loop iteration) | "
+                f"{_f(paced['packets_per_s'], 0)} | {_f(paced['loop_cpu_us_per_packet'])} | "
+                f"{_f(paced['process_cpu_us_per_packet'])} |",
+            )
+            summary += f"; **{pk['ratio_paced']:.2f}x** paced"
         lines += ["", summary + ".", ""]
     ss = results.get("shard-scaling")
     if ss:

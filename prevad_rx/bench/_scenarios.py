@@ -541,7 +541,9 @@ def packets(options: BenchOptions) -> dict[str, Any]:
     """Many streams pushing 32 ms packets (512 samples), interleaved, as fast as they are
     taken: packets per second, and CPU per packet on the event-loop thread and in the whole
     process, against one per-stream model called per packet in an executor (pipecat/LiveKit
-    style), same run."""
+    style), same run. The engine also runs "paced": every stream yields to the loop after
+    each push, so each packet enters the chain alone (nothing to coalesce), as with live
+    sources that deliver one packet at a time."""
     streams = 8 if options.quick else 64
     seconds = 2 if options.quick else 8
     audio = speech(seconds + 1)
@@ -550,6 +552,8 @@ def packets(options: BenchOptions) -> dict[str, Any]:
     options.progress(f"packets: prevad_rx engine, {streams} streams")
     engine = partial(VADEngine, num_workers=workers)
     out["prevad"] = run(_packets_engine(audio, streams, seconds, engine))
+    options.progress("packets: prevad_rx engine, one packet per stream per loop iteration")
+    out["prevad_paced"] = run(_packets_engine(audio, streams, seconds, engine, paced=True))
     options.progress(f"packets: prevad_rx, {workers} shards x 1 worker, {streams} streams")
     sharded = partial(ShardedVADEngine, shards=workers, workers_per_shard=1)
     out["prevad_shards"] = run(_packets_engine(audio, streams, seconds, sharded))
@@ -557,6 +561,7 @@ def packets(options: BenchOptions) -> dict[str, Any]:
     out["baseline"] = run(_packets_baseline(audio, streams, seconds, workers))
     out["ratio"] = out["prevad"]["packets_per_s"] / out["baseline"]["packets_per_s"]
     out["ratio_shards"] = out["prevad_shards"]["packets_per_s"] / out["baseline"]["packets_per_s"]
+    out["ratio_paced"] = out["prevad_paced"]["packets_per_s"] / out["baseline"]["packets_per_s"]
     return out
 
 
@@ -590,6 +595,8 @@ async def _packets_engine(
     streams: int,
     seconds: int,
     make: Callable[[], VADEngine | ShardedVADEngine],
+    *,
+    paced: bool = False,
 ) -> dict[str, float]:
     sources = _packet_sources(audio, streams, seconds)
     async with make() as engine:
@@ -602,6 +609,8 @@ async def _packets_engine(
             stream = handles[index]
             for packet in sources[index]:
                 await stream.push(packet)
+                if paced:
+                    await asyncio.sleep(0)  # the next packet comes in a later iteration
             await stream.close()
 
         return await _timed_feeds(
