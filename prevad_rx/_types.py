@@ -133,11 +133,15 @@ class AudioSlice:
     def windows(self) -> NDArray[np.float32]:
         """Model input rows ``[num_frames, context + frame]``: a strided view of ``buffer``."""
         frame, context = frame_geometry(self.sample_rate)
+        buffer = self.buffer
+        shape = (self.num_frames, context + frame)
+        strides = (frame * buffer.itemsize, buffer.itemsize)
+        if buffer.flags.c_contiguous:  # as window_slices makes them: a plain view is cheaper
+            rows: NDArray[np.float32] = np.ndarray(shape, buffer.dtype, buffer, 0, strides)
+            rows.flags.writeable = False
+            return rows
         return np.lib.stride_tricks.as_strided(
-            self.buffer,
-            shape=(self.num_frames, context + frame),
-            strides=(frame * self.buffer.itemsize, self.buffer.itemsize),
-            writeable=False,
+            buffer, shape=shape, strides=strides, writeable=False
         )
 
     @property
