@@ -530,7 +530,7 @@ class VADEngine:
         return port.stream.keep_audio if port is not None else False
 
     def _slice_submitted(self, item: AudioSlice | StreamFailure) -> None:
-        # Runs synchronously inside push(), on the loop. Failures travel on to
+        # Runs on the loop as a stream's chunk enters the chain. Failures travel on to
         # the result subscription, which reports them in order; the next push()
         # raises at once.
         port = self._streams.get(item.stream_id)
