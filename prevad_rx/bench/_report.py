@@ -216,38 +216,44 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     pk = results.get("packets")
     if pk:
-        p, b = pk["prevad"], pk["baseline"]
+
+        def packet_row(label: str, r: dict[str, float], process_note: str = "") -> str:
+            return (
+                f"| {label} | {_f(r['packets_per_s'], 0)} | {_f(r['loop_cpu_us_per_packet'])} "
+                f"| {_f(r['process_cpu_us_per_packet'])}{process_note} |"
+            )
+
+        packet_rows = [packet_row("prevad_rx engine", pk["prevad"])]
+        summary = f"prevad_rx takes **{pk['ratio']:.2f}x** the baseline's packets per second"
+        if "prevad_shards" in pk:
+            packet_rows.append(
+                packet_row(
+                    "prevad_rx, `ShardedVADEngine` (1 worker per shard)",
+                    pk["prevad_shards"],
+                    " (this process only)",
+                )
+            )
+            summary += f" in one process, **{pk['ratio_shards']:.2f}x** with shards"
+        if "prevad_paced" in pk:
+            packet_rows.append(
+                packet_row(
+                    "prevad_rx engine, paced (one packet per stream per loop iteration)",
+                    pk["prevad_paced"],
+                )
+            )
+            summary += f"; **{pk['ratio_paced']:.2f}x** paced"
+        packet_rows.append(packet_row("per-stream model in an executor", pk["baseline"]))
         lines += [
             f"### 6. 32 ms packets, {pk['streams']} interleaved streams "
             f"({pk['packets_per_stream']} packets each, as fast as taken)",
             "",
             "| | packets/s | CPU µs per packet, event-loop thread | CPU µs per packet, process |",
             "|---|---|---|---|",
-            f"| prevad_rx engine | {_f(p['packets_per_s'], 0)} | "
-            f"{_f(p['loop_cpu_us_per_packet'])} | {_f(p['process_cpu_us_per_packet'])} |",
-            f"| per-stream model in an executor | {_f(b['packets_per_s'], 0)} | "
-            f"{_f(b['loop_cpu_us_per_packet'])} | {_f(b['process_cpu_us_per_packet'])} |",
+            *packet_rows,
+            "",
+            summary + ".",
+            "",
         ]
-        summary = f"prevad_rx takes **{pk['ratio']:.2f}x** the baseline's packets per second"
-        shards = pk.get("prevad_shards")
-        if shards:
-            lines.insert(
-                -1,
-                f"| prevad_rx, `ShardedVADEngine` (1 worker per shard) | "
-                f"{_f(shards['packets_per_s'], 0)} | {_f(shards['loop_cpu_us_per_packet'])} | "
-                f"{_f(shards['process_cpu_us_per_packet'])} (this process only) |",
-            )
-            summary += f" in one process, **{pk['ratio_shards']:.2f}x** with shards"
-        paced = pk.get("prevad_paced")
-        if paced:
-            lines.insert(
-                -1,
-                f"| prevad_rx engine, paced (one packet per stream per loop iteration) | "
-                f"{_f(paced['packets_per_s'], 0)} | {_f(paced['loop_cpu_us_per_packet'])} | "
-                f"{_f(paced['process_cpu_us_per_packet'])} |",
-            )
-            summary += f"; **{pk['ratio_paced']:.2f}x** paced"
-        lines += ["", summary + ".", ""]
     ss = results.get("shard-scaling")
     if ss:
         lines += [
