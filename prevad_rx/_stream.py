@@ -222,10 +222,9 @@ class VADStream:
         samples = to_float32_mono(audio)
         if samples.size == 0:
             return
+        samples = owned(samples, audio)  # kept past this call: the caller may reuse its array
         if not self._push_lock.locked() and not self._queued and self._has_room():
-            # room now and no push waiting before this one: taken without awaiting
-            self._outbox.add(owned(samples, audio))
-            self._samples_pushed += samples.size
+            self._take(samples)  # room now and no push waiting before this one: no await
             return
         async with self._push_lock:
             if self.backpressure == "wait":
@@ -238,10 +237,14 @@ class VADStream:
                         self.stream_id,
                     )
             elif self._queued or not self._has_room():
-                self._queue(owned(samples, audio))
+                self._queue(samples)
                 return
-            self._outbox.add(owned(samples, audio))
-            self._samples_pushed += samples.size
+            self._take(samples)
+
+    def _take(self, samples: NDArray[np.float32]) -> None:
+        """Admit a push's samples: into the outbox, sent on at the iteration's end."""
+        self._outbox.add(samples)
+        self._samples_pushed += samples.size
 
     def _queue(self, samples: NDArray[np.float32]) -> None:
         """Policy "drop_oldest": wait at the door, newest kept."""
@@ -278,8 +281,7 @@ class VADStream:
         """Move queued chunks into the pipeline while there is room (on the loop)."""
         while self._queued and self._state in ("open", "closing") and self._has_room():
             self._outbox.add(self._queued.popleft())
-        if not self._queued and self._state == "closing" and not self._end_sent:
-            self._end_sent = True
+        if not self._queued and self._state == "closing" and self._claim_end():
             self._outbox.add_end()
 
     async def flush(self) -> None:
@@ -326,11 +328,17 @@ class VADStream:
         assert self._result is not None
         return self._result
 
+    def _claim_end(self) -> bool:
+        """True the first time only: the caller sends the end of the stream."""
+        if self._end_sent:
+            return False
+        self._end_sent = True
+        return True
+
     def _take_end_chunk(self) -> AudioChunk | None:
         """The end-of-stream chunk, the first time only (None once it was taken)."""
-        if self._end_sent:
+        if not self._claim_end():
             return None
-        self._end_sent = True
         return AudioChunk(self.stream_id, np.zeros(0, np.float32), self.sample_rate, True)
 
     def _check_writable(self) -> None:
