@@ -60,6 +60,12 @@ __all__ = [
 #: No task to start (``submit`` of a slice that was dropped).
 NO_TASKS = (0, 0)
 
+#: Queued frames that wake another encode task: below this one worker encodes
+#: them all in one call (fewer, larger calls; no threads contending for the GIL).
+MIN_ENCODE_FRAMES = 16
+#: Ready lanes that wake another decode task.
+MIN_DECODE_LANES = 8
+
 
 @dataclass(frozen=True, slots=True)
 class StageStatistics:
@@ -121,25 +127,38 @@ class Lane:
 
 
 class TaskSlots:
-    """Pool tasks of one kind queued or running: at most one per worker.
+    """Pool tasks of one kind queued or running: at most one per worker, and one per
+    ``unit`` of queued work.
 
     A task takes its share of the queue and re-queues itself while work
-    remains, so a burst is batched instead of waking a worker per slice.
+    remains, so a burst is batched instead of waking a worker per slice. A
+    further worker is woken only for at least ``unit`` more work: a small
+    queue is one batched call on one worker rather than several tiny calls
+    whose threads contend for the interpreter.
     """
 
-    __slots__ = ("_limit", "running")
+    __slots__ = ("_limit", "_unit", "running")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, unit: int = 1) -> None:
         self._limit = limit
+        self._unit = unit
         self.running = 0
 
-    def reserve(self, queued: int) -> int:
-        """Reserve tasks for ``queued`` waiting items; returns how many to start."""
-        if not queued or self.running >= self._limit:
+    def reserve(self, items: int, work: int | None = None) -> int:
+        """Reserve tasks for ``items`` waiting items holding ``work`` (default: ``items``)
+        units of work; returns how many to start."""
+        if not items:
             return 0
-        count = min(self._limit - self.running, queued)
+        work = items if work is None else work
+        wanted = min(self._limit, items, math.ceil(work / self._unit))
+        count = max(0, wanted - self.running)
         self.running += count
         return count
+
+    def share(self, work: int) -> int:
+        """How much of ``work`` queued one task takes: enough to batch (at least a
+        ``unit``), not so much that other workers sit idle."""
+        return max(self._unit, math.ceil(work / self._limit))
 
     def end(self) -> None:
         """A task of this kind ended (found no work, or gave its slot up)."""
@@ -240,9 +259,11 @@ class LaneTable:
     """Lanes, the encode and ready queues, and the stage's counters (see the module doc).
 
     ``workers`` bounds the tasks of each kind and the share of a queue one
-    task takes; ``max_batch_frames`` bounds the frames of one encoder call
-    and of one lane's run in a decoder call. ``on_release(n)`` is called as
-    ``n`` submitted slices leave (emitted or dropped).
+    task takes; another encode task starts only for ``min_encode_frames`` more
+    queued frames, another decode task only for ``min_decode_lanes`` more
+    ready lanes (:class:`TaskSlots`). ``max_batch_frames`` bounds the frames of
+    one encoder call and of one lane's run in a decoder call. ``on_release(n)``
+    is called as ``n`` submitted slices leave (emitted or dropped).
     """
 
     def __init__(
@@ -252,11 +273,12 @@ class LaneTable:
         encodable: Mapping[int, bool],
         workers: int,
         max_batch_frames: int,
+        min_encode_frames: int = MIN_ENCODE_FRAMES,
+        min_decode_lanes: int = MIN_DECODE_LANES,
         on_release: Callable[[int], None] | None = None,
     ) -> None:
         self._initial_state = initial_state
         self._encodable = dict(encodable)
-        self._workers = workers
         self._max_batch_frames = max_batch_frames
         self._on_release = on_release
         self._lanes: dict[str, Lane] = {}  # the newest generation of each stream id
@@ -264,8 +286,8 @@ class LaneTable:
         self._encode_queue: deque[tuple[Lane, AudioSlice, bool]] = deque()  # (.., solo)
         self._encode_queued_frames = 0
         self._ready_lanes: deque[Lane] = deque()
-        self.encoding = TaskSlots(workers)
-        self.decoding = TaskSlots(workers)
+        self.encoding = TaskSlots(workers, min_encode_frames)
+        self.decoding = TaskSlots(workers, min_decode_lanes)
         self._in_flight = 0
         self.completing = False  # no more input: done once nothing is in flight
         self.terminated = False  # done or stopped: nothing more is emitted
@@ -356,7 +378,7 @@ class LaneTable:
     def wanted_tasks(self) -> tuple[int, int]:
         """Reserve and count the (encode, decode) tasks to start for the queued work."""
         return (
-            self.encoding.reserve(len(self._encode_queue)),
+            self.encoding.reserve(len(self._encode_queue), self._encode_queued_frames),
             self.decoding.reserve(len(self._ready_lanes)),
         )
 
@@ -367,7 +389,7 @@ class LaneTable:
         if self.terminated:
             self.encoding.end()
             return None
-        budget = min(self._max_batch_frames, self._share(self._encode_queued_frames))
+        budget = min(self._max_batch_frames, self.encoding.share(self._encode_queued_frames))
         entries: list[tuple[Lane, AudioSlice]] = []
         frames = 0
         queue = self._encode_queue
@@ -416,7 +438,7 @@ class LaneTable:
             self.decoding.end()
             return None
         runs: list[tuple[Lane, list[Work]]] = []
-        take = self._share(len(self._ready_lanes))
+        take = self.decoding.share(len(self._ready_lanes))
         ready = self._ready_lanes
         while ready and len(runs) < take:
             if runs and ready[0].solo:
@@ -562,11 +584,6 @@ class LaneTable:
         if lane.is_ready() and not lane.in_ready_queue:
             lane.in_ready_queue = True
             self._ready_lanes.append(lane)
-
-    def _share(self, total: int) -> int:
-        """How much of ``total`` queued work one task takes: enough to batch, not so much
-        that other workers sit idle."""
-        return max(1, math.ceil(total / self._workers))
 
     def _retire(self, lane: Lane) -> None:
         """The lane takes no more work."""

@@ -1,10 +1,12 @@
 """ShardedVADEngine against VADEngine in the same run: offline 2 s chunks and 32 ms packets.
 
-    python scripts/bench_shards.py [--workers N] [--quick] [--scenario scaling|packets|both]
+    python scripts/bench_shards.py [--workers N] [--quick] [--scenario scaling|packets|live|all]
 
 ``scaling``: 1, 2, 4, ... up to N cores, ``VADEngine(num_workers=n)`` next to ``n`` shards x
 1 worker, wall µs per 32 ms frame. ``packets``: 64 interleaved streams of 32 ms packets on N
-cores, packets/s and CPU µs per packet in the user's process. Start-up is not timed. Needs
+cores, packets/s and CPU µs per packet in the user's process. ``live``: streams delivering
+32 ms packets in real time, the most each engine holds with p99 push-to-processed < 100 ms
+(``VADEngine`` with N workers, N shards x 1 worker). Start-up is not timed. Needs
 only numpy, onnxruntime and the package (runs on a machine without internet).
 """
 
@@ -16,14 +18,14 @@ import os
 import sys
 
 from prevad_rx.bench._scenarios import BenchOptions
-from prevad_rx.bench._shards import shard_packets, shard_scaling
+from prevad_rx.bench._shards import shard_live, shard_packets, shard_scaling
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--scenario", choices=("scaling", "packets", "both"), default="both")
+    parser.add_argument("--scenario", choices=("scaling", "packets", "live", "all"), default="all")
     args = parser.parse_args()
     options = BenchOptions(
         quick=args.quick,
@@ -31,7 +33,7 @@ def main() -> None:
         progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True),
     )
     results = {}
-    if args.scenario in ("scaling", "both"):
+    if args.scenario in ("scaling", "all"):
         results["shard_scaling"] = shard_scaling(options)
         for key, row in results["shard_scaling"].items():
             if key.startswith("n"):
@@ -40,7 +42,7 @@ def main() -> None:
                     f"µs/frame, shards {row['shards_wall_us']:6.1f} µs/frame "
                     f"({row['shards_vs_engine']:.2f}x)"
                 )
-    if args.scenario in ("packets", "both"):
+    if args.scenario in ("packets", "all"):
         results["shard_packets"] = shard_packets(options)
         p = results["shard_packets"]
         for name in ("engine", "shards"):
@@ -48,6 +50,20 @@ def main() -> None:
                 f"packets, {p['streams']} streams on {p['cores']} core(s), {name}: "
                 f"{p[name]['packets_per_s']:8.0f} packets/s, "
                 f"{p[name]['user_process_cpu_us_per_packet']:6.1f} µs CPU/packet in this process"
+            )
+    if args.scenario in ("live", "all"):
+        results["shard_live"] = shard_live(options)
+        live = results["shard_live"]
+        for name in ("prevad", "shards"):
+            row = live[name]
+            more = "" if row["limit_reached"] else "+ (limit not reached)"
+            trials = ", ".join(
+                f"{t['streams']}: p99 {t['p99_ms']:.0f} ms, {t['cpu_cores']:.1f} cores"
+                for t in row["trials"]
+            )
+            print(
+                f"live 32 ms, {live['cores']} core(s), {name}: {row['max_streams']}{more} "
+                f"streams ({trials})"
             )
     print(json.dumps(results, indent=1))
 

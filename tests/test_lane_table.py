@@ -13,13 +13,22 @@ STATE = np.zeros((2, 1, 128), np.float32)
 FEATURES_DIM = 4
 
 
-def make_table(workers: int = 1, max_batch_frames: int = 512) -> tuple[LaneTable, list[int]]:
+def make_table(
+    workers: int = 1,
+    max_batch_frames: int = 512,
+    *,
+    min_encode_frames: int = 1,
+    min_decode_lanes: int = 1,
+) -> tuple[LaneTable, list[int]]:
+    """A table; by default any queued work may wake another worker (units of 1)."""
     released: list[int] = []
     table = LaneTable(
         initial_state=STATE,
         encodable={16000: True, 8000: False},
         workers=workers,
         max_batch_frames=max_batch_frames,
+        min_encode_frames=min_encode_frames,
+        min_decode_lanes=min_decode_lanes,
         on_release=released.append,
     )
     return table, released
@@ -84,6 +93,40 @@ def test_an_encode_batch_takes_its_share_of_the_queue_in_arrival_order() -> None
     ]
     assert table.next_encode_batch() is None  # the asking task ends: its slot is free
     assert table.encoding.running == 1
+
+
+def test_another_encode_task_starts_only_for_min_encode_frames_more_frames() -> None:
+    table, _ = make_table(workers=4, min_encode_frames=8)
+    assert table.submit(piece("a", 0, frames=2)) == (1, 0)
+    for sid in "bcd":  # 8 frames queued: still one task's work
+        assert table.submit(piece(sid, 0, frames=2)) == (0, 0)
+    assert table.submit(piece("e", 0, frames=2)) == (1, 0)  # 10 frames: a second task
+    batch = table.next_encode_batch()  # takes at least 8 frames, not a quarter of the queue
+    assert batch is not None and batch.frames == 8
+    assert [s.stream_id for s in table.next_encode_batch().slices] == ["e"]  # type: ignore[union-attr]
+
+
+def test_many_queued_frames_still_wake_every_worker() -> None:
+    table, _ = make_table(workers=2, min_encode_frames=8)
+    table.submit(piece("a", 0, frames=32))  # one 2 s chunk's first slice: a worker of its own
+    assert table.submit(piece("a", 1, frames=30)) == (1, 0)
+    first, second = table.next_encode_batch(), table.next_encode_batch()
+    assert first is not None and second is not None
+    assert [first.frames, second.frames] == [32, 30]  # the two slices encode in parallel
+
+
+def test_another_decode_task_starts_only_for_min_decode_lanes_more_lanes() -> None:
+    table, _ = make_table(workers=2, min_decode_lanes=3)
+    for sid in "abc":
+        table.submit(piece(sid, 0))
+    encode_all(table)
+    assert table.decoding.running == 1  # three ready lanes: one decode task
+    batch = table.next_decode_batch()
+    assert batch is not None and len(batch) == 3  # it takes them all in one call
+    table.submit(piece("d", 0))
+    table.submit(piece("e", 0))
+    encode_all(table)
+    assert table.decoding.running == 1  # two more: below the unit, the running task takes them
 
 
 def test_an_encode_batch_stops_at_max_batch_frames() -> None:

@@ -80,6 +80,7 @@ def test_every_public_name_of_a_private_module_is_exported() -> None:
         "MACS_PER_FRAME",
         "chunk_latency",
         "engine_offline",
+        "live_capacity",
         "live_streams",
         "memory",
         "offline_throughput",

@@ -162,17 +162,24 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "### 3. Many live streams in real time (p99 push→processed < 100 ms)",
             "",
-            "| chunks | prevad_rx max streams "
+            "| chunks | engine | max streams "
             "| per-stream model in executor (pipecat/LiveKit style) | ratio |",
-            "|---|---|---|---|",
+            "|---|---|---|---|---|",
         ]
         for chunk in (32, 2000):
-            p, b = live[f"prevad_{chunk}ms"], live[f"baseline_{chunk}ms"]
-            more = "" if p["limit_reached"] else "+ (not reached)"
-            lines.append(
-                f"| {chunk} ms | {p['max_streams']}{more} | {b['max_streams']} | "
-                f"{_f(live[f'ratio_{chunk}ms'], 1)}x |"
-            )
+            b = live[f"baseline_{chunk}ms"]
+            for system, name, ratio in (
+                ("prevad", "`VADEngine`", f"ratio_{chunk}ms"),
+                ("shards", "`ShardedVADEngine`", f"ratio_shards_{chunk}ms"),
+            ):
+                p = live.get(f"{system}_{chunk}ms")
+                if p is None:
+                    continue
+                more = "" if p["limit_reached"] else "+ (not reached)"
+                lines.append(
+                    f"| {chunk} ms | {name} | {p['max_streams']}{more} | {b['max_streams']} | "
+                    f"{_f(live[ratio], 1)}x |"
+                )
         lines += ["", "Trials (streams: p50 / p99 ms, CPU cores busy, RSS MB):", ""]
         for key in sorted(k for k in live if not k.startswith("ratio")):
             trials = ", ".join(

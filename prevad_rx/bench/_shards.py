@@ -6,6 +6,9 @@
 * :func:`shard_packets`: many interleaved streams of 32 ms packets, ``options.workers``
   shards x 1 worker against ``VADEngine(num_workers=options.workers)``: packets per
   second and CPU per packet in the user's process.
+* :func:`shard_live`: streams delivering 32 ms packets in real time, ``VADEngine`` with
+  ``options.workers`` workers and ``options.workers`` shards x 1 worker: the most streams
+  whose p99 push-to-processed stays under 100 ms.
 
 Start-up (spawning shards, loading models) is not timed; each engine warms up first.
 """
@@ -24,7 +27,7 @@ import numpy as np
 from prevad_rx._engine import VADEngine
 from prevad_rx._runtime import run
 from prevad_rx._sharded import ShardedVADEngine
-from prevad_rx.bench._scenarios import BenchOptions, speech
+from prevad_rx.bench._scenarios import BenchOptions, live_capacity, speech
 
 __all__: list[str] = []  # run through scripts/bench_shards.py
 
@@ -92,4 +95,13 @@ def shard_packets(options: BenchOptions) -> dict[str, Any]:
             "user_process_cpu_us_per_packet": cpu / packets * 1e6,
         }
     out["shards_vs_engine"] = out["shards"]["packets_per_s"] / out["engine"]["packets_per_s"]
+    return out
+
+
+def shard_live(options: BenchOptions) -> dict[str, Any]:
+    """Live 32 ms streams: the most each engine holds with p99 push-to-processed < 100 ms."""
+    audio = speech(options.live_seconds + 2)
+    out: dict[str, Any] = {"cores": options.workers}
+    for system in ("prevad", "shards"):
+        out[system] = live_capacity(system, 32, audio, options)
     return out
