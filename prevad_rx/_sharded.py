@@ -346,7 +346,8 @@ class ShardedStream:
         self._max_pending = engine._max_pending_chunks
         self._max_buffered = engine._max_buffered
         self._push_lock = asyncio.Lock()
-        self._signal = Signal()
+        self._signal = Signal()  # room for a waiting push (acks, progress, reads, the end)
+        self._flushes = Signal()  # a waiting flush: its token came back, or the stream ended
         self._fanout = EventFanout(
             f"stream {stream_id!r}", raise_failures=True, on_consumed=self._signal.notify
         )
@@ -446,7 +447,7 @@ class ShardedStream:
             self._flush_token += 1
             token = self._flush_token
             self._shard.send(("flush", self._slot, token))
-        await self._signal.wait_until(
+        await self._flushes.wait_until(
             lambda: self._flushed >= token or self._state in ("closed", "failed")
         )
         if self._error is not None:
@@ -552,7 +553,7 @@ class ShardedStream:
 
     def _on_flushed(self, token: int) -> None:
         self._flushed = max(self._flushed, token)
-        self._signal.notify()
+        self._flushes.notify()
 
     def _on_closed(self, result: StreamResult) -> None:
         if self._state in ("closed", "failed"):
@@ -577,6 +578,7 @@ class ShardedStream:
             self._done.set_result(None)
         self._engine._forget(self)
         self._signal.notify()
+        self._flushes.notify()
 
 
 def _check_int(name: str, value: object, minimum: int = 1) -> int:
