@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, Literal
 
+import numpy as np
 from reactivex import Observable, abc
 
 from prevad_rx._audio import AudioInput, model_sample_rate, to_float32_mono, validate_sample_rate
@@ -411,6 +412,14 @@ class ShardedStream:
             return
         ring = self._shard.ring
         step = ring.max_piece
+        if (
+            samples.size <= step
+            and not self._push_lock.locked()  # no earlier push still waiting: order kept
+            and self._has_room()
+            and ring.fits_all([samples.size])
+        ):
+            self._put(samples)  # the common case: room now, nothing to wait for
+            return
         pieces = [samples[i : i + step] for i in range(0, samples.size, step)]
         async with self._push_lock:
             if self.backpressure == "error":
@@ -431,11 +440,15 @@ class ShardedStream:
                 if self.backpressure == "wait":
                     await self._signal.wait_until(self._room_for(piece.size))
                     self._check_writable()
-                offset, end = ring.write(piece)
-                self._shard.send(("audio", self._slot, offset, piece.size, end))
-                self._shard.chunks_sent += 1
-                self._in_flight += 1
-                self._samples_pushed += piece.size
+                self._put(piece)
+
+    def _put(self, piece: np.ndarray) -> None:
+        """Copy a piece that fits into the ring and tell the shard where it lies."""
+        offset, end = self._shard.ring.write(piece)
+        self._shard.send(("audio", self._slot, offset, piece.size, end))
+        self._shard.chunks_sent += 1
+        self._in_flight += 1
+        self._samples_pushed += piece.size
 
     async def flush(self) -> None:
         """Return once every whole frame pushed so far is processed and its events delivered
