@@ -71,6 +71,47 @@ def golden_fixtures() -> tuple[GoldenFixture, ...]:
 
 
 @cache
+def _silero_on_this_cpu(file: str) -> np.ndarray:
+    """silero-vad's own way, run here: the original streaming graph, one ORT call per
+    frame with state and context carried (``OnnxWrapper``), single-threaded."""
+    import onnxruntime as ort
+
+    from prevad_rx.backends import model_path
+
+    fixture = next(f for f in golden_fixtures() if f.file == file)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(model_path("streaming")), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    frame, context = (512, 64) if fixture.sample_rate == 16000 else (256, 32)
+    n = -(-fixture.audio.size // frame)
+    buffer = np.zeros(context + n * frame, np.float32)
+    buffer[context : context + fixture.audio.size] = fixture.audio
+    state = np.zeros((2, 1, 128), np.float32)
+    rate = np.array(fixture.sample_rate, np.int64)
+    out = np.empty(n, np.float32)
+    for i in range(n):
+        row = buffer[i * frame : i * frame + context + frame][None, :]
+        probability, state = session.run(None, {"input": row, "state": state, "sr": rate})
+        out[i] = probability[0, 0]
+    return out
+
+
+def assert_silero_probabilities(
+    actual: np.ndarray | None, fixture: GoldenFixture, frames: int | None = None
+) -> None:
+    """``actual`` is bit for bit what silero-vad's own model computes on this CPU (for the
+    first ``frames`` frames), and within 1e-5 of the golden file (made on another machine,
+    whose ONNX Runtime kernels may round differently)."""
+    assert actual is not None
+    here = _silero_on_this_cpu(fixture.file)[:frames]
+    np.testing.assert_array_equal(actual, here)
+    np.testing.assert_allclose(actual, fixture.probabilities[:frames], rtol=0, atol=1e-5)
+
+
+@cache
 def segmenter_cases() -> list[dict[str, Any]]:
     data = json.loads((GOLDEN / "segmenter_cases.json").read_text())
     cases: list[dict[str, Any]] = data["cases"]

@@ -13,7 +13,7 @@ import reactivex as rx
 import prevad_rx as pv
 from prevad_rx.backends import _registry
 from prevad_rx.operators import parallel_map_on_pool, reorder_by_seq, window_slices
-from tests.conftest import GoldenFixture
+from tests.conftest import GoldenFixture, assert_silero_probabilities
 from tests.operators.helpers import chunked, collect, interleave
 from tests.spy_backends import POISON, CallLog, make_spy
 
@@ -44,13 +44,13 @@ def test_many_interleaved_streams_are_exact(
         sid = f"s{k}"
         sizes = [int(s) for s in rng.integers(1, 20000, 5)]
         streams.append(chunked(sid, fixture.audio, sizes, fixture.sample_rate))
-        expected[sid] = fixture.probabilities
+        expected[sid] = fixture
     out = collect(
         interleave(streams, rng), window_slices(9), parallel_map_on_pool(pool), reorder_by_seq()
     )
     got = probabilities_by_stream(out)
-    for sid, probs in expected.items():
-        np.testing.assert_array_equal(got[sid], probs)
+    for sid, fixture in expected.items():
+        assert_silero_probabilities(got[sid], fixture)
     # results leave the model stage already in per-stream order
     for sid in expected:
         seqs = [o.seq for o in out if o.stream_id == sid]
@@ -69,7 +69,7 @@ def test_slices_of_one_stream_are_encoded_in_parallel(speech16k: GoldenFixture) 
         out = collect([chunk, end], window_slices(16), parallel_map_on_pool(pool))
     assert not barrier.broken
     assert {thread for thread, _ in log.encodes} == {"prevad-rx-0", "prevad-rx-1"}
-    np.testing.assert_array_equal(probabilities_by_stream(out)["a"], speech16k.probabilities[:32])
+    assert_silero_probabilities(probabilities_by_stream(out)["a"], speech16k, 32)
 
 
 def test_streams_ready_together_share_one_encoder_and_one_decoder_call(
@@ -91,7 +91,7 @@ def test_streams_ready_together_share_one_encoder_and_one_decoder_call(
     assert log.decodes[0][1] == 10  # and in one decoder call
     got = probabilities_by_stream([o for o in out if o.num_frames])  # type: ignore[attr-defined]
     for i in range(10):
-        np.testing.assert_array_equal(got[f"s{i}"], speech16k.probabilities[:4])
+        assert_silero_probabilities(got[f"s{i}"], speech16k, 4)
 
 
 def test_backends_are_created_initialized_and_closed_on_their_own_threads() -> None:
@@ -133,7 +133,7 @@ def test_a_backend_fault_fails_only_the_affected_stream(
         [o for o in out if isinstance(o, pv.FrameProbabilities) and o.stream_id != "bad"]
     )
     for i in range(6):
-        np.testing.assert_array_equal(got[f"ok{i}"], fixture.probabilities)
+        assert_silero_probabilities(got[f"ok{i}"], fixture)
     assert stats.task_errors == 0
 
 
