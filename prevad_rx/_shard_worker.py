@@ -264,9 +264,10 @@ class _ShardRunner:
                     if kind == "audio":
                         await stream.push(op[1])
                         slot.taken += 1
+                        self._dirty.add(slot_id)  # reported once, at the iteration's end
                     elif kind == "flush":
                         await stream.flush()
-                        self._progress(slot_id, slot)
+                        self._progress(slot_id, slot)  # the counters the flush reached
                         self._post(("flushed", slot_id, op[2]))
                     else:
                         result = await stream.close()
@@ -281,7 +282,7 @@ class _ShardRunner:
                     self._fail(slot_id, slot, stream.error or exc)
                     if kind == "close":
                         self._slots.pop(slot_id, None)
-                self._dirty.add(slot_id)
+                    self._dirty.add(slot_id)
                 self._schedule_flush()
         finally:
             slot.task = None
