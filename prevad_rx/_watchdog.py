@@ -2,7 +2,8 @@
 
 A worker registers each backend call with :meth:`Watchdog.begin` before it
 starts and ends it with :meth:`Watchdog.end` when it returns. One daemon
-thread, started with the first call, sleeps until the nearest deadline; a
+thread, started with the first call, sleeps until the nearest deadline (a call
+wakes it only if its deadline is nearer than that one: not once per call); a
 call still registered then is marked abandoned, dropped from the watch, and
 handed to ``on_expired`` (on the watchdog's thread, no lock held; an exception
 from it is logged, on ``prevad_rx.stage``, and the watch goes on). Its worker
@@ -58,6 +59,7 @@ class Watchdog(Generic[P]):
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._wakes_at = float("inf")  # the deadline the thread sleeps until (inf: none)
 
     def begin(self, timeout: float, payload: P) -> WatchedCall[P]:
         """Watch a call made now by the current thread, due within ``timeout`` seconds."""
@@ -67,7 +69,9 @@ class Watchdog(Generic[P]):
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._watch, name=self._name, daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if call.deadline < self._wakes_at:  # else the thread wakes in time anyway
+                self._wakes_at = call.deadline
+                self._cond.notify()
         return call
 
     def end(self, call: WatchedCall[P]) -> bool:
@@ -102,8 +106,9 @@ class Watchdog(Generic[P]):
                             call.abandoned = True
                             self._calls.discard(call)
                         break
-                    nearest = min((c.deadline for c in self._calls), default=None)
-                    self._cond.wait(None if nearest is None else nearest - now)
+                    nearest = min((c.deadline for c in self._calls), default=float("inf"))
+                    self._wakes_at = nearest
+                    self._cond.wait(None if nearest == float("inf") else nearest - now)
                 else:
                     return
             for call in expired:

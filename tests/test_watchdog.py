@@ -117,3 +117,43 @@ def test_a_failing_expiry_callback_is_logged_and_the_watch_goes_on(
     assert expired == ["first", "second"] and second.abandoned
     (record,) = [r for r in caplog.records if r.exc_info]
     assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_a_nearer_deadline_wakes_the_watch_sleeping_toward_a_later_one() -> None:
+    """The thread sleeps until the nearest deadline; a call due sooner must wake it."""
+    expired: list[WatchedCall[str]] = []
+    seen = threading.Event()
+
+    def on_expired(call: WatchedCall[str]) -> None:
+        expired.append(call)
+        seen.set()
+
+    watchdog: Watchdog[str] = Watchdog(on_expired)
+    slow = watchdog.begin(60.0, "slow")
+    time.sleep(0.05)  # the thread now sleeps toward the 60 s deadline
+    quick = watchdog.begin(0.1, "quick")
+    assert seen.wait(WAIT_S)
+    assert [c.payload for c in expired] == ["quick"] and not watchdog.end(quick)
+    assert watchdog.end(slow)
+    watchdog.stop()
+
+
+def test_calls_due_later_than_the_nearest_do_not_wake_the_watch() -> None:
+    """Each begin() due after the deadline the thread sleeps toward leaves it asleep."""
+    wakes = 0
+    watchdog: Watchdog[str] = Watchdog(lambda call: None)
+    first = watchdog.begin(60.0, "first")
+    time.sleep(0.05)
+    original_notify = watchdog._cond.notify
+
+    def counting_notify(n: int = 1) -> None:
+        nonlocal wakes
+        wakes += 1
+        original_notify(n)
+
+    watchdog._cond.notify = counting_notify  # type: ignore[method-assign]
+    later = [watchdog.begin(61.0 + k, f"later{k}") for k in range(100)]
+    assert wakes == 0
+    for call in [first, *later]:
+        assert watchdog.end(call)
+    watchdog.stop()
