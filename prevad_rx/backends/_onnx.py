@@ -36,6 +36,9 @@ log = logging.getLogger("prevad_rx.backends")
 
 _FEATURES = "/Transpose_output_0"
 _FEATURE_DIM = 128
+#: The probabilities of a request without frames (read-only: shared by every such result).
+_NO_PROBABILITIES = np.zeros(0, np.float32)
+_NO_PROBABILITIES.flags.writeable = False
 
 EncoderMode = Literal["auto", "fast", "reference"]
 
@@ -189,34 +192,40 @@ class OnnxBackend(Backend):
         return np.asarray(features).reshape(windows.shape[0], _FEATURE_DIM)
 
     def decode(self, requests: Sequence[DecodeRequest]) -> list[ModelResult]:
+        # Plain Python over the requests where numpy would be called on tiny arrays: a
+        # live call holds a few frames of a few streams, so the bookkeeping around
+        # the ORT call costs as much as the call itself.
+        lengths = [r.features.shape[0] for r in requests]
         for request in requests:
             if request.sample_rate != 16000:
                 raise BackendError(f"the decoder runs at 16000 Hz only, not {request.sample_rate}")
-        lengths = np.fromiter((r.features.shape[0] for r in requests), np.int32, len(requests))
-        active = np.flatnonzero(lengths)
-        results = [ModelResult(np.zeros(0, np.float32), r.state) for r in requests]
-        if active.size == 0:
-            return results
-        steps = int(np.max(lengths))
-        if active.size == len(requests) and int(np.min(lengths)) == steps:
-            batch = np.stack([r.features for r in requests], axis=1)  # [T, B, 128]
+        active = [i for i, n in enumerate(lengths) if n]
+        if not active:
+            return [ModelResult(_NO_PROBABILITIES, r.state) for r in requests]
+        steps = max(lengths)
+        if len(active) == len(requests) and min(lengths) == steps:
+            if steps == 1:  # one frame per stream (live packets): [1, B, 128] in one copy
+                batch = np.concatenate([r.features for r in requests])[None]
+            else:
+                batch = np.stack([r.features for r in requests], axis=1)  # [T, B, 128]
         else:
-            batch = np.zeros((steps, active.size, _FEATURE_DIM), np.float32)
-            for column, i in enumerate(active.tolist()):
+            batch = np.zeros((steps, len(active), _FEATURE_DIM), np.float32)
+            for column, i in enumerate(active):
                 batch[: lengths[i], column] = requests[i].features
-        states = np.stack([requests[i].state for i in active.tolist()], axis=1)  # [2, B, 128]
+        states = np.stack([requests[i].state for i in active], axis=1)  # [2, B, 128]
         probs, h, c = self._session("decoder").run(
             None,
             {
                 _FEATURES: batch,
                 "h": states[0:1],
                 "c": states[1:2],
-                "sequence_lens": lengths[active],
+                "sequence_lens": np.array([lengths[i] for i in active], np.int32),
             },
         )
-        probs = np.asarray(probs).reshape(active.size, steps)
+        probs = np.asarray(probs).reshape(len(active), steps)
         new_states = np.concatenate((h, c))  # [2, B, 128]
-        for column, i in enumerate(active.tolist()):
+        results = [ModelResult(_NO_PROBABILITIES, r.state) for r in requests]
+        for column, i in enumerate(active):
             results[i] = ModelResult(probs[column, : lengths[i]], new_states[:, column])
         return results
 

@@ -81,6 +81,32 @@ def test_encode_then_decode_equals_process_and_splits_anywhere(
     assert_silero_probabilities(np.concatenate(probs), speech16k)
 
 
+@pytest.mark.parametrize(
+    "lengths",
+    [[1] * 7, [3, 3, 3], [1, 0, 1, 1], [0, 2, 0]],
+    ids=["one frame each", "equal runs", "one frame, one empty", "ragged with empties"],
+)
+def test_batched_decode_equals_decoding_each_stream_alone(
+    backend: pv.Backend, speech16k: GoldenFixture, lengths: list[int]
+) -> None:
+    """Whatever shape the decoder's batch takes (the live case: one frame per stream),
+    each stream's probabilities and state are those of decoding it alone."""
+    windows = windows_for(speech16k.audio, 16000)
+    features = backend.encode(windows[:200], 16000)
+    rng = np.random.default_rng(len(lengths))
+    requests = []
+    for k, n in enumerate(lengths):
+        state = rng.standard_normal((2, 128)).astype(np.float32) * 0.2
+        requests.append(DecodeRequest(features[20 * k : 20 * k + n], state, 16000))
+    batched = backend.decode(requests)
+    assert len(batched) == len(requests)
+    for request, result in zip(requests, batched, strict=True):
+        (alone,) = backend.decode([request])
+        assert result.probabilities.shape == (request.features.shape[0],)
+        np.testing.assert_array_equal(result.probabilities, alone.probabilities)
+        np.testing.assert_array_equal(result.state, alone.state)
+
+
 def test_empty_requests_keep_their_state(backend: pv.Backend) -> None:
     state = np.full((2, 128), 0.5, np.float32)
     empty16 = np.zeros((0, 576), np.float32)
