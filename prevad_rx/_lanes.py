@@ -29,7 +29,6 @@ again alone (*solo*) until it succeeds, so only the culprit fails.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -147,18 +146,19 @@ class TaskSlots:
     def reserve(self, items: int, work: int | None = None) -> int:
         """Reserve tasks for ``items`` waiting items holding ``work`` (default: ``items``)
         units of work; returns how many to start."""
-        if not items:
+        running = self.running
+        if not items or running >= self._limit:
             return 0
-        work = items if work is None else work
-        wanted = min(self._limit, items, math.ceil(work / self._unit))
-        count = max(0, wanted - self.running)
-        self.running += count
-        return count
+        wanted = min(self._limit, items, -(-(items if work is None else work) // self._unit))
+        if wanted <= running:
+            return 0
+        self.running = wanted
+        return wanted - running
 
     def share(self, work: int) -> int:
         """How much of ``work`` queued one task takes: enough to batch (at least a
         ``unit``), not so much that other workers sit idle."""
-        return max(self._unit, math.ceil(work / self._limit))
+        return max(self._unit, -(-work // self._limit))
 
     def end(self) -> None:
         """A task of this kind ended (found no work, or gave its slot up)."""

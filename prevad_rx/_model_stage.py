@@ -165,29 +165,43 @@ class ModelStage:
             return  # timed out: its streams have been dealt with and a new worker took over
         with self._lock:
             followup = self._table.encoded(batch, outcomes)
+        if followup.decode == 1 and not followup.encode and not followup.again:
+            # The one decode task this asks for runs here, now: on a quiet stage (live
+            # packets) the features need not wake another worker, whose thread would
+            # only wait for this one's interpreter lock.
+            followup.decode = 0
+            self._proceed(followup)
+            self._run_decode(backend)
+            return
         self._proceed(followup, self._run_encode, NORMAL)  # re-queued behind decode work
 
     def _run_decode(self, backend: Backend) -> None:
-        with self._lock:
-            batch = self._table.next_decode_batch()
-        if batch is None:
-            return
-        watched = self._watch(batch)
-        outcomes = calls.decode_batch(
-            backend,
-            batch,
-            self._pool.backend_name,
-            self._initial_state,
-            self._recovery(backend),
-        )
-        if not self._unwatch(watched):
-            return
-        with self._lock:
-            self._table.decoded(batch)
-        self._deliver(batch, outcomes)
-        with self._lock:
-            followup = self._table.decode_task_step()
-        self._proceed(followup, self._run_decode, URGENT)
+        """Decode batches while lanes are ready, on this worker (decoding is the most
+        urgent work, and another worker would first have to take the lock over)."""
+        while True:
+            with self._lock:
+                batch = self._table.next_decode_batch()
+            if batch is None:
+                return
+            watched = self._watch(batch)
+            outcomes = calls.decode_batch(
+                backend,
+                batch,
+                self._pool.backend_name,
+                self._initial_state,
+                self._recovery(backend),
+            )
+            if not self._unwatch(watched):
+                return
+            with self._lock:
+                self._table.decoded(batch)
+            self._deliver(batch, outcomes)
+            with self._lock:
+                followup = self._table.decode_task_step()
+            again, followup.again = followup.again, False
+            self._proceed(followup)
+            if not again or followup.done:
+                return
 
     def _deliver(self, batch: DecodeBatch, outcomes: list[ModelResult | BaseException]) -> None:
         """Emit each run's results (or its failure), lane by lane, in the batch's order."""
