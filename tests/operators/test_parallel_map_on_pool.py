@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import reactivex as rx
+from reactivex.subject import Subject
 
 import prevad_rx as pv
 from prevad_rx.backends import _registry
@@ -70,6 +72,41 @@ def test_slices_of_one_stream_are_encoded_in_parallel(speech16k: GoldenFixture) 
     assert not barrier.broken
     assert {thread for thread, _ in log.encodes} == {"prevad-rx-0", "prevad-rx-1"}
     assert_silero_probabilities(probabilities_by_stream(out)["a"], speech16k, 32)
+
+
+def test_live_packets_are_encoded_and_decoded_on_one_worker(speech16k: GoldenFixture) -> None:
+    """A packet at a time (each waits for its result): its encoder and decoder calls run
+    in one pool task, on the worker that took it: no second task that would hand the
+    decoding over to the other worker."""
+    log = CallLog()
+    with pv.WorkerPool("spy", 2, backend_options={"log": log}) as pool:
+        subject: Subject[pv.AudioChunk] = Subject()
+        got = threading.Semaphore(0)
+        out: list[object] = []
+
+        def take(item: object) -> None:
+            out.append(item)
+            got.release()
+
+        done = threading.Event()
+        subject.pipe(window_slices(), parallel_map_on_pool(pool)).subscribe(
+            take, on_completed=done.set
+        )
+        for k in range(20):
+            subject.on_next(pv.AudioChunk("a", speech16k.audio[512 * k : 512 * (k + 1)]))
+            assert got.acquire(timeout=30)
+        deadline = time.monotonic() + 30  # the last task ends just after its result is out
+        while pool.statistics().tasks_completed < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert pool.statistics().tasks_completed == 20  # one task per packet, not two
+        subject.on_completed()
+        assert done.wait(30)
+    # 20 packets, and the empty last slice the completion ends the stream with (decoded only)
+    assert len(log.encodes) == 20 and len(log.decodes) == 21
+    for (encoded_on, _), (decoded_on, _) in zip(log.encodes, log.decodes[:20], strict=True):
+        assert decoded_on == encoded_on
+    assert_silero_probabilities(probabilities_by_stream(out)["a"], speech16k, 20)
 
 
 def test_streams_ready_together_share_one_encoder_and_one_decoder_call(
