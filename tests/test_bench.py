@@ -63,7 +63,14 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     latency = data["latency"]
     assert latency["w1"]["chunks"] >= 4 and latency["w2"]["p99_ms"] >= latency["w2"]["p50_ms"]
     live = data["live"]
-    for key in ("prevad_32ms", "shards_32ms", "baseline_32ms", "prevad_2000ms", "baseline_2000ms"):
+    for key in (
+        "prevad_32ms",
+        "prevad_1worker_32ms",
+        "shards_32ms",
+        "baseline_32ms",
+        "prevad_2000ms",
+        "baseline_2000ms",
+    ):
         assert live[key]["trials"], key
     # the shards' own processes are counted: CPU and memory of more than this process
     assert all(t["cpu_cores"] > 0 and t["rss_mb"] > 0 for t in live["shards_32ms"]["trials"])

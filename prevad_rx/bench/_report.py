@@ -166,11 +166,13 @@ def markdown(results: dict[str, Any]) -> str:
             "| per-stream model in executor (pipecat/LiveKit style) | ratio |",
             "|---|---|---|---|---|",
         ]
+        workers = live.get("workers", "N")
         for chunk in (32, 2000):
             b = live[f"baseline_{chunk}ms"]
             for system, name, ratio in (
-                ("prevad", "`VADEngine`", f"ratio_{chunk}ms"),
-                ("shards", "`ShardedVADEngine`", f"ratio_shards_{chunk}ms"),
+                ("prevad", f"`VADEngine`, {workers} workers", f"ratio_{chunk}ms"),
+                ("prevad_1worker", "`VADEngine`, 1 worker", f"ratio_prevad_1worker_{chunk}ms"),
+                ("shards", f"`ShardedVADEngine`, {workers} shards", f"ratio_shards_{chunk}ms"),
             ):
                 p = live.get(f"{system}_{chunk}ms")
                 if p is None:
@@ -181,7 +183,7 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{_f(live[ratio], 1)}x |"
                 )
         lines += ["", "Trials (streams: p50 / p99 ms, CPU cores busy, RSS MB):", ""]
-        for key in sorted(k for k in live if not k.startswith("ratio")):
+        for key in sorted(k for k in live if k.endswith("ms") and not k.startswith("ratio")):
             trials = ", ".join(
                 f"{t['streams']}: {t['p50_ms']:.0f}/{t['p99_ms']:.0f} ms, "
                 f"{t['cpu_cores']:.2f} cores, {t['rss_mb']:.0f} MB"

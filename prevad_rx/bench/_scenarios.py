@@ -358,10 +358,14 @@ class LiveTrial:
 def live_streams(options: BenchOptions) -> dict[str, Any]:
     """N streams pushing in real time: the largest N whose p99 push-to-result stays < 100 ms."""
     audio = speech(options.live_seconds + 2)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"workers": options.workers}
     for chunk_ms in (32, 2000):
-        # shards take the small packets, where one interpreter's Python is the limit
-        systems = ("prevad", "shards", "baseline") if chunk_ms == 32 else ("prevad", "baseline")
+        # small packets are bound by one interpreter's Python: also one worker, and shards
+        systems = (
+            ("prevad", "prevad_1worker", "shards", "baseline")
+            if chunk_ms == 32
+            else ("prevad", "baseline")
+        )
         for system in systems:
             out[f"{system}_{chunk_ms}ms"] = live_capacity(system, chunk_ms, audio, options)
         base_max = out[f"baseline_{chunk_ms}ms"]["max_streams"]
@@ -377,8 +381,9 @@ def live_capacity(
 ) -> dict[str, Any]:
     """Trials at ``options.stream_counts`` in turn, up to the first whose p99 is too long.
 
-    ``system``: ``"prevad"`` (``VADEngine``), ``"shards"`` (``ShardedVADEngine``, one
-    shard per worker) or ``"baseline"`` (a per-stream model in an executor).
+    ``system``: ``"prevad"`` (``VADEngine`` with ``options.workers`` workers),
+    ``"prevad_1worker"`` (with one), ``"shards"`` (``ShardedVADEngine``, one shard per
+    worker) or ``"baseline"`` (a per-stream model in an executor).
     """
     trials = []
     for count in options.stream_counts:
@@ -418,11 +423,11 @@ async def _live_trial(
             position += chunk
 
     engine: VADEngine | ShardedVADEngine | None = None
-    if system in ("prevad", "shards"):
+    if system in ("prevad", "prevad_1worker", "shards"):
         running = (
-            VADEngine(num_workers=options.workers)
-            if system == "prevad"
-            else ShardedVADEngine(shards=options.workers)
+            ShardedVADEngine(shards=options.workers)
+            if system == "shards"
+            else VADEngine(num_workers=1 if system == "prevad_1worker" else options.workers)
         )
         engine = running
         await running.start()
