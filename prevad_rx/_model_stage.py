@@ -200,7 +200,7 @@ class ModelStage:
                 followup = self._table.decode_task_step()
             again, followup.again = followup.again, False
             self._proceed(followup)
-            if not again or followup.done:
+            if not again:
                 return
 
     def _deliver(self, batch: DecodeBatch, outcomes: list[ModelResult | BaseException]) -> None:

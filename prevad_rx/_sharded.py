@@ -415,8 +415,7 @@ class ShardedStream:
         if (
             samples.size <= step
             and not self._push_lock.locked()  # no earlier push still waiting: order kept
-            and self._has_room()
-            and ring.fits_all([samples.size])
+            and self._fits_now(samples.size)
         ):
             self._put(samples)  # the common case: room now, nothing to wait for
             return
@@ -484,12 +483,14 @@ class ShardedStream:
         return self._result
 
     def _room_for(self, samples: int) -> Callable[[], bool]:
-        ring = self._shard.ring
-
         def ready() -> bool:
-            return self._state != "open" or (self._has_room() and ring.fits_all([samples]))
+            return self._state != "open" or self._fits_now(samples)
 
         return ready
+
+    def _fits_now(self, samples: int) -> bool:
+        """A piece of ``samples`` may be written now: the stream has room, the ring space."""
+        return self._has_room() and self._shard.ring.fits_all([samples])
 
     def _check_writable(self) -> None:
         if self._error is not None:

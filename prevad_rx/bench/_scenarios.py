@@ -458,12 +458,16 @@ async def _live_trial(
 
     gc.collect()
     helpers = _helper_pids(engine)  # shard processes: their CPU and memory count too
-    cpu0 = time.process_time() + sum(process_cpu_s(pid) for pid in helpers)
+
+    def cpu_s() -> float:
+        return time.process_time() + sum(process_cpu_s(pid) for pid in helpers)
+
+    cpu0 = cpu_s()
     wall0 = time.perf_counter()
     begin = wall0 + 0.05
     await asyncio.gather(*(stream_task(i, begin) for i in range(count)))
     wall = time.perf_counter() - wall0
-    cpu = time.process_time() + sum(process_cpu_s(pid) for pid in helpers) - cpu0
+    cpu = cpu_s() - cpu0
     rss = rss_mb() + sum(rss_mb(pid) for pid in helpers)
     if engine is not None:
         await engine.close()
