@@ -290,7 +290,8 @@ class LaneTable:
         self.decoding = TaskSlots(workers, min_decode_lanes)
         self._in_flight = 0
         self.completing = False  # no more input: done once nothing is in flight
-        self.terminated = False  # done or stopped: nothing more is emitted
+        self.terminated = False  # done or stopped: no more work is taken
+        self.stopped = False  # terminate()d: nothing more is emitted
         self._frames = 0
         self._encode_calls = 0
         self._decode_calls = 0
@@ -345,6 +346,7 @@ class LaneTable:
     def terminate(self) -> None:
         """Stop: drop every lane and queued slice."""
         self.terminated = True
+        self.stopped = True
         self._lanes.clear()
         self._encode_queue.clear()
         self._ready_lanes.clear()
@@ -468,12 +470,12 @@ class LaneTable:
         self._decoded_streams += len(batch.runs)
 
     def run_failed(self, lane: Lane, works: list[Work], cause: BaseException) -> Followup:
-        """A lane's run failed in the decoder: its slices leave, its failure is due."""
+        """A lane's run failed in the decoder: its failure is due (its slices leave with
+        it, in :meth:`end_flush`, so the stage cannot finish before it is out)."""
         if lane.error is None:
             lane.error = slice_error("decoding", works[0].slice, cause)
         lane.busy = False
-        done = self._release(len(works), lane)
-        return Followup([lane], done=done)
+        return Followup([lane])
 
     def run_decoded(self, lane: Lane, works: list[Work], result: ModelResult) -> None:
         """A lane's run succeeded: advance the lane (still held until emitted)."""
@@ -492,10 +494,12 @@ class LaneTable:
             failed_successor = self._release_successor(lane)
         else:
             self._mark_if_ready(lane)
-        flush = [lane] if lane.error is not None and not lane.gone else []
+        failure_due = lane.error is not None and not lane.gone
+        flush = [lane] if failure_due else []
         if failed_successor is not None:
             flush.append(failed_successor)
-        done = self._release(len(works), lane)
+        # with a failure due, the run's slices leave with it (end_flush), not before
+        done = False if failure_due else self._release(len(works), lane)
         return self._followup(flush, done=done)
 
     def decode_task_step(self) -> Followup:

@@ -222,7 +222,7 @@ class ModelStage:
             for work in works:
                 item = work.slice
                 n = item.num_frames
-                if not self._table.terminated:
+                if not self._table.stopped:
                     self._emit(
                         FrameProbabilities(
                             stream_id=item.stream_id,
@@ -250,7 +250,7 @@ class ModelStage:
         if error is None:
             return  # whoever releases the lane flushes the failure
         with self._emit_lock:
-            if not self._table.terminated:
+            if not self._table.stopped:
                 self._emit(StreamFailure(lane.stream_id, error))
         with self._lock:
             followup = self._table.end_flush(lane)

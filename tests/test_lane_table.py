@@ -289,7 +289,27 @@ def test_a_failed_run_fails_its_stream_only() -> None:
     assert "decoding slice 0 failed: boom" in str(a.error)
     table.run_decoded(b, b_works, result_for(2, 1.0))
     table.run_emitted(b, b_works, 2)
-    assert b.error is None and released == [1, 1]
+    assert b.error is None and released == [1]  # a's slice leaves with its failure
+    assert table.begin_flush(a) is not None
+    table.end_flush(a)
+    assert released == [1, 1]
+
+
+def test_a_failed_last_run_keeps_the_stage_open_until_its_failure_is_out() -> None:
+    """The source has completed and the stream's last run fails in the decoder: the stage
+    must not finish before that failure is emitted (else it would be dropped)."""
+    table, released = make_table(workers=1)
+    table.submit(piece("a", 0, rate=8000, last=True))
+    assert not table.complete()
+    batch = table.next_decode_batch()
+    assert batch is not None
+    ((lane, works),) = batch.runs
+    followup = table.run_failed(lane, works, ValueError("boom"))
+    assert followup.flush == [lane] and not followup.done and not table.terminated
+    assert released == []  # its slice leaves with the failure, not before
+    assert table.begin_flush(lane) is not None
+    assert table.end_flush(lane).done and table.terminated
+    assert released == [1]
 
 
 def test_a_timed_out_batch_of_several_streams_retries_each_alone() -> None:

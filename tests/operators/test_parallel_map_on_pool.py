@@ -174,6 +174,33 @@ def test_a_backend_fault_fails_only_the_affected_stream(
     assert stats.task_errors == 0
 
 
+def test_a_failure_of_the_last_work_is_emitted_before_completion(
+    speech8k: GoldenFixture,
+) -> None:
+    """Everything is queued and the source has completed before the worker runs; the
+    stream's one run then fails in the decoder: its failure still comes out, before
+    on_completed (the stage must not finish while a failure is due)."""
+    log = CallLog()
+    gate = threading.Event()
+    audio = speech8k.audio[:2048].copy()
+    audio[300] = POISON
+    with pv.WorkerPool("spy", 1, backend_options={"log": log, "fail_on": "process"}) as pool:
+        pool.submit(lambda backend: gate.wait(30))  # hold the only worker
+        done = threading.Event()
+        out: list[object] = []
+        chunks = [
+            pv.AudioChunk("bad", audio, 8000),
+            pv.AudioChunk("bad", np.zeros(0, np.float32), 8000, end_of_stream=True),
+        ]
+        rx.from_iterable(chunks).pipe(window_slices(), parallel_map_on_pool(pool)).subscribe(
+            out.append, on_completed=done.set
+        )
+        gate.set()
+        assert done.wait(30)
+    assert [type(o).__name__ for o in out] == ["StreamFailure"]
+    assert "injected process fault" in str(out[0].error)  # type: ignore[attr-defined]
+
+
 def test_upstream_failures_pass_through_in_order(pool: pv.WorkerPool) -> None:
     failure = pv.StreamFailure("a", pv.StreamFailedError("upstream", "a"))
     out = collect([failure], parallel_map_on_pool(pool))
