@@ -3,9 +3,9 @@
 The user's process sends batches of small records (open, audio, flush, close,
 stop) over the command pipe; audio samples lie in the shard's shared memory ring
 (:mod:`prevad_rx._shard_ring`). Each stream's records run in order on one pump
-task. Results go back in batches, one per loop iteration, pickled on the loop and
-written by a thread, so that the loop never blocks on a full pipe (it always goes on
-reading commands):
+task. Results go back in batches, one per loop iteration, pickled and written on the loop
+without blocking it (:mod:`prevad_rx._pipe_writer`: it always goes on reading
+commands, whatever the user's process does):
 
 * ``("ready", pid, sample_rates)`` / ``("fatal", message)`` once at start;
 * ``("ack", position)``: ring space consumed up to ``position``;
@@ -22,9 +22,7 @@ import asyncio
 import logging
 import os
 import pickle
-import queue
 import signal
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -33,6 +31,7 @@ from typing import Any
 
 from prevad_rx._engine import VADEngine
 from prevad_rx._errors import StreamFailedError
+from prevad_rx._pipe_writer import PipeWriter
 from prevad_rx._runtime import run
 from prevad_rx._shard_ring import RingReader
 from prevad_rx._stream import VADStream
@@ -75,6 +74,8 @@ class _Slot:
     segments_sent: int = 0
     frames_reported: int = -1
     failed: bool = False
+    #: flushes started without waiting: (frames they need processed, token), in order
+    flushes: deque[tuple[int, int]] = field(default_factory=deque)
 
 
 class _ShardRunner:
@@ -88,14 +89,12 @@ class _ShardRunner:
         self._slots: dict[int, _Slot] = {}
         self._out: list[tuple[Any, ...]] = []
         self._dirty: set[int] = set()
+        self._flushing: set[int] = set()  # slots with flushes whose frames moved
         self._abandoning: dict[str, asyncio.Task[Any]] = {}  # stream id -> its close()
         self._deferred: dict[int, list[tuple[Any, ...]]] = {}  # slot -> records held back
         self._flush_scheduled = False
         self._acked = 0
-        self._outgoing: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(
-            target=self._write_loop, name="prevad-rx-shard-writer", daemon=True
-        )
+        self._writer: PipeWriter | None = None
         self._engine: VADEngine | None = None
         self._stop: asyncio.Future[None] | None = None
 
@@ -104,7 +103,7 @@ class _ShardRunner:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._writer.start()
+        self._writer = PipeWriter(self._results, loop)
         try:
             try:
                 engine = VADEngine(**pickle.loads(self._options))
@@ -132,18 +131,7 @@ class _ShardRunner:
                 self._post(("stopped",))
         finally:
             self._flush()
-            self._outgoing.put(None)
-            await loop.run_in_executor(None, self._writer.join)
-
-    def _write_loop(self) -> None:
-        while True:
-            data = self._outgoing.get()
-            if data is None:
-                return
-            try:
-                self._results.send_bytes(data)
-            except (OSError, EOFError):  # the user's process is gone
-                return
+            self._writer.drain()
 
     def _pickled(self, batch: list[tuple[Any, ...]]) -> memoryview:
         """The batch as bytes (on the loop). A message that cannot be pickled fails its
@@ -227,6 +215,7 @@ class _ShardRunner:
             return
         slot = _Slot(stream)
         self._slots[slot_id] = slot
+        stream._on_processed = lambda: self._frames_moved(slot_id, slot)
         stream.subscribe(lambda event: self._on_event(slot_id, slot, event))
 
     def _open_deferred(self, record: tuple[Any, ...]) -> None:
@@ -243,9 +232,47 @@ class _ShardRunner:
         slot = self._slots.get(slot_id)
         if slot is None:
             return  # failed at open; the user's side knows
+        if slot.task is None and not slot.failed and self._handled_now(slot_id, slot, op):
+            return
         slot.pending.append(op)
         if slot.task is None:
             slot.task = self._loop.create_task(self._pump(slot_id, slot))
+
+    def _handled_now(self, slot_id: int, slot: _Slot, op: tuple[Any, ...]) -> bool:
+        """Audio that fits and a flush that need not wait for room, handled at once: the
+        common live case costs no task and no await (the audio, validated by the user's
+        process, is not validated again). Anything else goes to the stream's pump."""
+        kind = op[0]
+        if kind == "audio":
+            if not slot.stream._push_now(op[1]):
+                return False
+            slot.taken += 1
+            self._dirty.add(slot_id)
+        elif kind == "flush":
+            target = slot.stream._flush_now()
+            if target is None:
+                return False
+            slot.flushes.append((target, op[2]))
+            self._flushing.add(slot_id)  # its frames may all be processed already
+        else:
+            return False
+        self._schedule_flush()
+        return True
+
+    def _frames_moved(self, slot_id: int, slot: _Slot) -> None:
+        if slot.flushes:
+            self._flushing.add(slot_id)
+            self._schedule_flush()
+
+    def _resolve_flushes(self, slot_id: int, slot: _Slot) -> None:
+        """Report the latest flush whose frames are all processed (with the counters)."""
+        processed = slot.stream._frames_processed
+        reached = None
+        while slot.flushes and slot.flushes[0][0] <= processed:
+            reached = slot.flushes.popleft()[1]
+        if reached is not None:
+            self._progress(slot_id, slot)
+            self._out.append(("flushed", slot_id, reached))
 
     async def _pump(self, slot_id: int, slot: _Slot) -> None:
         stream = slot.stream
@@ -271,6 +298,7 @@ class _ShardRunner:
                         self._post(("flushed", slot_id, op[2]))
                     else:
                         result = await stream.close()
+                        self._resolve_flushes(slot_id, slot)
                         self._progress(slot_id, slot)
                         self._post(("closed", slot_id, result))
                         self._slots.pop(slot_id, None)
@@ -290,6 +318,7 @@ class _ShardRunner:
                 self._slots.pop(slot_id, None)
 
     def _fail(self, slot_id: int, slot: _Slot, error: BaseException) -> None:
+        slot.flushes.clear()  # the user's side ends the stream's flushes with its failure
         if not slot.failed:
             slot.failed = True
             self._post(("failed", slot_id, *portable_error(error, slot.stream.stream_id)))
@@ -373,6 +402,11 @@ class _ShardRunner:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        for slot_id in self._flushing:
+            slot = self._slots.get(slot_id)
+            if slot is not None:
+                self._resolve_flushes(slot_id, slot)
+        self._flushing.clear()
         for slot_id in list(self._dirty):
             slot = self._slots.get(slot_id)
             if slot is not None:
@@ -381,7 +415,8 @@ class _ShardRunner:
                 self._dirty.discard(slot_id)
         if self._out:
             batch, self._out = self._out, []
-            self._outgoing.put(self._pickled(batch))
+            assert self._writer is not None
+            self._writer.send(self._pickled(batch))
 
 
 def _ignore_outcome(task: asyncio.Task[Any]) -> None:

@@ -175,6 +175,8 @@ class VADStream:
         self._num_samples = 0
         self._end_sent = False
         self._failed_on_entry: StreamFailedError | None = None
+        #: called on the loop each time frames of this stream are processed (a driver's hook)
+        self._on_processed: Callable[[], object] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -392,6 +394,39 @@ class VADStream:
         require_loop(self._done.get_loop(), "VADStream.events()")
         return self._fanout.events()
 
+    # --------------------------- for a driver on the loop that need not await
+
+    def _push_now(self, samples: NDArray[np.float32]) -> bool:
+        """Take ``samples`` as :meth:`push` would without waiting, or return False (push()
+        would wait or raise: call it instead). ``samples`` must be valid 1-D float32 the
+        stream may keep (the shard's copy out of its ring)."""
+        if (
+            self._state != "open"
+            or self._error is not None
+            or self._failed_on_entry is not None
+            or self._push_lock.locked()
+            or self._queued
+            or not self._has_room()
+        ):
+            return False
+        self._take(samples)
+        return True
+
+    def _flush_now(self) -> int | None:
+        """Start a flush that need not wait for room: send the outbox and return the
+        frames submitted, which :attr:`frames_processed` must reach for it to be done;
+        None when :meth:`flush` would wait or raise first (call it instead)."""
+        if self._state != "open" or self._push_lock.locked() or self._queued:
+            return None
+        if self._error is not None or self._failed_on_entry is not None:
+            return None
+        self._outbox.send_now()
+        return self._frames_submitted
+
+    @property
+    def _frames_processed(self) -> int:
+        return self._frames_done
+
     # ------------------------------------------- engine side (on the event loop)
 
     def _failed_in_push(self, error: StreamFailedError) -> None:
@@ -425,6 +460,8 @@ class VADStream:
         elif self._queued or (self._state == "closing" and not self._end_sent):
             self._admit_queued()
         self._signal.notify()
+        if self._on_processed is not None:
+            self._on_processed()
 
     def _finish(self) -> None:
         probabilities = None

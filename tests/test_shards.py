@@ -222,6 +222,39 @@ def test_many_streams_with_random_chunkings_are_exact(
     pv.run(main())
 
 
+def test_a_flush_after_each_live_packet_sees_what_the_in_process_engine_sees(
+    speech16k: GoldenFixture,
+) -> None:
+    """32 ms packets, each pushed then flushed (the live pattern the shard handles without a
+    task): after every flush the frames processed and the events delivered are exactly
+    those of VADEngine after the same flush, so a flush is never reported before the
+    events of its frames."""
+    audio = speech16k.audio[: 512 * 190]  # whole frames: each flush decides its packet
+
+    async def trace(engine: pv.VADEngine | pv.ShardedVADEngine) -> list[tuple[int, int, int]]:
+        async with engine:
+            stream = engine.open_stream("live")
+            seen: list[pv.SpeechEvent] = []
+            stream.subscribe(seen.append)
+            steps = []
+            for start in range(0, audio.size, 512):
+                await stream.push(audio[start : start + 512])
+                await stream.flush()
+                stats = stream.statistics()
+                steps.append((stats.frames_processed, len(seen), len(stream.segments)))
+            await stream.close()
+            return steps
+
+    async def main() -> None:
+        local = await trace(pv.VADEngine(num_workers=1))
+        sharded = await trace(pv.ShardedVADEngine(shards=1))
+        assert [frames for frames, _, _ in local] == list(range(1, audio.size // 512 + 1))
+        assert local[-1][1] >= 2  # the audio holds speech: events were seen along the way
+        assert sharded == local
+
+    pv.run(main())
+
+
 def test_a_killed_shard_fails_only_its_streams_and_is_replaced(
     pool: pv.WorkerPool, speech16k: GoldenFixture
 ) -> None:
