@@ -6,7 +6,8 @@
 1 worker, wall µs per 32 ms frame. ``packets``: 64 interleaved streams of 32 ms packets on N
 cores, packets/s and CPU µs per packet in the user's process. ``live``: streams delivering
 32 ms packets in real time, the most each engine holds with p99 push-to-processed < 100 ms
-(``VADEngine`` with N workers, N shards x 1 worker). Start-up is not timed. Needs
+(``VADEngine`` with N workers, N shards x 1 worker, N processes each a one-worker
+``VADEngine`` pinned to its own CPU). Start-up is not timed. Needs
 only numpy, onnxruntime and the package (runs on a machine without internet).
 """
 
@@ -54,11 +55,12 @@ def main() -> None:
     if args.scenario in ("live", "all"):
         results["shard_live"] = shard_live(options)
         live = results["shard_live"]
-        for name in ("prevad", "shards"):
+        for name in ("prevad", "shards", "processes"):
             row = live[name]
             more = "" if row["limit_reached"] else "+ (limit not reached)"
             trials = ", ".join(
-                f"{t['streams']}: p99 {t['p99_ms']:.0f} ms, {t['cpu_cores']:.1f} cores"
+                f"{t['streams']}: p99 {t['p99_ms']:.0f} ms, {t['cpu_cores']:.1f} cores "
+                f"({t['user_cpu_cores']:.2f} pushing)"
                 for t in row["trials"]
             )
             print(

@@ -67,6 +67,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
         "prevad_32ms",
         "prevad_1worker_32ms",
         "shards_32ms",
+        "processes_32ms",
         "baseline_32ms",
         "prevad_2000ms",
         "baseline_2000ms",
@@ -74,6 +75,11 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
         assert live[key]["trials"], key
     # the shards' own processes are counted: CPU and memory of more than this process
     assert all(t["cpu_cores"] > 0 and t["rss_mb"] > 0 for t in live["shards_32ms"]["trials"])
+    for t in live["shards_32ms"]["trials"] + live["prevad_32ms"]["trials"]:
+        assert 0 < t["user_cpu_cores"] <= t["cpu_cores"] + 1e-9
+    # a process per core: every process's streams and latencies are in the trial
+    for t in live["processes_32ms"]["trials"]:
+        assert t["rss_mb"] > 0 and t["cpu_cores"] > 0 and t["p99_ms"] >= t["p50_ms"] > 0
     assert data["memory"]["streams"] == 50 and data["memory"]["workers"] == 2
     scaling = data["scaling"]
     for key in ("w1", "w2"):
@@ -102,3 +108,13 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
         assert heading in table
     assert results_md.read_text().startswith("# Benchmark results")
     assert table in results_md.read_text()
+
+
+def test_a_live_trial_over_processes_has_every_packet_of_every_process() -> None:
+    """3 streams over 2 processes, 0.5 s of 32 ms packets each: every packet's latency."""
+    from prevad_rx.bench._scenarios import BenchOptions, _live_processes
+
+    trial = _live_processes(3, 32, BenchOptions(workers=2, live_seconds=0.5))
+    assert trial.streams == 3
+    assert len(trial.latencies) == 3 * int(0.5 * 1000 / 32)
+    assert trial.cpu_cores > 0 and trial.p99_ms >= trial.p50_ms

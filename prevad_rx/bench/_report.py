@@ -173,6 +173,11 @@ def markdown(results: dict[str, Any]) -> str:
                 ("prevad", f"`VADEngine`, {workers} workers", f"ratio_{chunk}ms"),
                 ("prevad_1worker", "`VADEngine`, 1 worker", f"ratio_prevad_1worker_{chunk}ms"),
                 ("shards", f"`ShardedVADEngine`, {workers} shards", f"ratio_shards_{chunk}ms"),
+                (
+                    "processes",
+                    f"{workers} processes, each `VADEngine` with 1 worker on its own CPU",
+                    f"ratio_processes_{chunk}ms",
+                ),
             ):
                 p = live.get(f"{system}_{chunk}ms")
                 if p is None:
@@ -182,11 +187,17 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {chunk} ms | {name} | {p['max_streams']}{more} | {b['max_streams']} | "
                     f"{_f(live[ratio], 1)}x |"
                 )
-        lines += ["", "Trials (streams: p50 / p99 ms, CPU cores busy, RSS MB):", ""]
+        lines += [
+            "",
+            "Trials (streams: p50 / p99 ms, CPU cores busy in all processes, of which in the "
+            "pushing process, RSS MB):",
+            "",
+        ]
         for key in sorted(k for k in live if k.endswith("ms") and not k.startswith("ratio")):
             trials = ", ".join(
                 f"{t['streams']}: {t['p50_ms']:.0f}/{t['p99_ms']:.0f} ms, "
-                f"{t['cpu_cores']:.2f} cores, {t['rss_mb']:.0f} MB"
+                f"{t['cpu_cores']:.2f} ({t.get('user_cpu_cores', math.nan):.2f}) cores, "
+                f"{t['rss_mb']:.0f} MB"
                 for t in live[key]["trials"]
             )
             lines.append(f"- {key}: {trials}")

@@ -349,6 +349,12 @@ class LiveTrial:
     p99_ms: float
     cpu_cores: float
     rss_mb: float
+    #: CPU of the process that pushes (the user's), in cores: what shards leave to it
+    user_cpu_cores: float = math.nan
+    latencies: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, float]:
+        return {k: v for k, v in self.__dict__.items() if k != "latencies"}
 
     @property
     def ok(self) -> bool:
@@ -360,9 +366,10 @@ def live_streams(options: BenchOptions) -> dict[str, Any]:
     audio = speech(options.live_seconds + 2)
     out: dict[str, Any] = {"workers": options.workers}
     for chunk_ms in (32, 2000):
-        # small packets are bound by one interpreter's Python: also one worker, and shards
+        # small packets are bound by one interpreter's Python: also one worker, shards, and a
+        # process per core
         systems = (
-            ("prevad", "prevad_1worker", "shards", "baseline")
+            ("prevad", "prevad_1worker", "shards", "processes", "baseline")
             if chunk_ms == 32
             else ("prevad", "baseline")
         )
@@ -383,12 +390,17 @@ def live_capacity(
 
     ``system``: ``"prevad"`` (``VADEngine`` with ``options.workers`` workers),
     ``"prevad_1worker"`` (with one), ``"shards"`` (``ShardedVADEngine``, one shard per
-    worker) or ``"baseline"`` (a per-stream model in an executor).
+    worker), ``"processes"`` (``options.workers`` processes, each a ``VADEngine`` with one
+    worker pinned to its own CPU and holding its share of the streams: a server run with a
+    worker process per core) or ``"baseline"`` (a per-stream model in an executor).
     """
     trials = []
     for count in options.stream_counts:
         options.progress(f"live {chunk_ms} ms chunks: {system}, {count} streams")
-        trial = run(_live_trial(system, audio, count, chunk_ms, options))
+        if system == "processes":
+            trial = _live_processes(count, chunk_ms, options)
+        else:
+            trial = run(_live_trial(system, audio, count, chunk_ms, options))
         trials.append(trial)
         if not trial.ok:
             break
@@ -396,22 +408,98 @@ def live_capacity(
     return {
         "max_streams": max(passing) if passing else 0,
         "limit_reached": not trials[-1].ok,
-        "trials": [t.__dict__ for t in trials],
+        "trials": [t.summary() for t in trials],
     }
 
 
+def _live_processes(count: int, chunk_ms: int, options: BenchOptions) -> LiveTrial:
+    """``count`` live streams shared out over ``options.workers`` processes (spawned), each
+    a ``VADEngine(num_workers=1)`` pinned to its own CPU where there are enough; they
+    start pacing together, and the trial's latencies are all of theirs."""
+    import multiprocessing
+
+    procs = max(1, options.workers)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(procs)
+    results = ctx.SimpleQueue()
+    shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
+    firsts = [sum(shares[:i]) for i in range(procs)]
+    workers = [
+        ctx.Process(
+            target=_live_share,
+            args=(shares[i], firsts[i], count, chunk_ms, options.live_seconds, barrier, results),
+            kwargs={"cpu": cpus[i] if len(cpus) >= procs else None},
+            daemon=True,
+        )
+        for i in range(procs)
+    ]
+    for worker in workers:
+        worker.start()
+    parts: list[LiveTrial] = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    latencies = [x for part in parts for x in part.latencies]
+    return LiveTrial(
+        streams=count,
+        p50_ms=percentile(latencies, 50) * 1e3,
+        p99_ms=percentile(latencies, 99) * 1e3,
+        cpu_cores=sum(part.cpu_cores for part in parts),
+        rss_mb=sum(part.rss_mb for part in parts),
+        user_cpu_cores=sum(part.user_cpu_cores for part in parts),
+        latencies=latencies,
+    )
+
+
+def _live_share(
+    count: int,
+    first: int,
+    total: int,
+    chunk_ms: int,
+    live_seconds: float,
+    barrier: Any,
+    results: Any,
+    cpu: int | None = None,
+) -> None:
+    """One process of :func:`_live_processes`: streams ``first`` .. ``first + count``."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    options = BenchOptions(workers=1, live_seconds=live_seconds)
+    audio = speech(live_seconds + 2)
+    share = _live_trial(
+        "prevad_1worker", audio, count, chunk_ms, options, streams=(first, total), barrier=barrier
+    )
+    trial = run(share)
+    results.put(trial)
+
+
 async def _live_trial(
-    system: str, audio: np.ndarray, count: int, chunk_ms: int, options: BenchOptions
+    system: str,
+    audio: np.ndarray,
+    count: int,
+    chunk_ms: int,
+    options: BenchOptions,
+    *,
+    streams: tuple[int, int] | None = None,
+    barrier: Any = None,
 ) -> LiveTrial:
+    """``count`` streams pushing ``chunk_ms`` chunks on their real-time schedules.
+
+    ``streams``: (first index, total) when this trial runs a share of a larger one (each
+    stream's audio position and phase are the larger trial's); ``barrier``: waited on once
+    the engine has started, so that every share begins pacing at the same moment.
+    """
+    first, total = streams or (0, count)
     chunk = 16000 * chunk_ms // 1000
     chunks_per_stream = max(1, int(options.live_seconds * 1000 / chunk_ms))
     latencies: list[float] = []
-    rng = np.random.default_rng(count)
-    offsets = rng.uniform(0, chunk_ms / 1000, count)
+    rng = np.random.default_rng(total)
+    offsets = rng.uniform(0, chunk_ms / 1000, total)
     loop = asyncio.get_running_loop()
 
     async def paced(index: int, begin: float, process: Callable[[np.ndarray], Any]) -> None:
         """Feed one stream's chunks on its real-time schedule; record each latency."""
+        index += first
         position = (index * 7919) % (audio.size // 2)
         for k in range(chunks_per_stream):
             due = begin + offsets[index] + k * chunk_ms / 1000
@@ -460,14 +548,17 @@ async def _live_trial(
     helpers = _helper_pids(engine)  # shard processes: their CPU and memory count too
 
     def cpu_s() -> float:
-        return time.process_time() + sum(process_cpu_s(pid) for pid in helpers)
+        return sum(process_cpu_s(pid) for pid in helpers)
 
-    cpu0 = cpu_s()
+    if barrier is not None:
+        barrier.wait()
+    user0, cpu0 = time.process_time(), cpu_s()
     wall0 = time.perf_counter()
     begin = wall0 + 0.05
     await asyncio.gather(*(stream_task(i, begin) for i in range(count)))
     wall = time.perf_counter() - wall0
-    cpu = cpu_s() - cpu0
+    user = time.process_time() - user0
+    cpu = user + cpu_s() - cpu0
     rss = rss_mb() + sum(rss_mb(pid) for pid in helpers)
     if engine is not None:
         await engine.close()
@@ -477,6 +568,8 @@ async def _live_trial(
         p99_ms=percentile(latencies, 99) * 1e3,
         cpu_cores=cpu / wall,
         rss_mb=rss,
+        user_cpu_cores=user / wall,
+        latencies=latencies,
     )
 
 

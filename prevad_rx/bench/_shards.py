@@ -7,7 +7,8 @@
   shards x 1 worker against ``VADEngine(num_workers=options.workers)``: packets per
   second and CPU per packet in the user's process.
 * :func:`shard_live`: streams delivering 32 ms packets in real time, ``VADEngine`` with
-  ``options.workers`` workers and ``options.workers`` shards x 1 worker: the most streams
+  ``options.workers`` workers, ``options.workers`` shards x 1 worker, and as many
+  processes each running a one-worker ``VADEngine`` on its own CPU: the most streams
   whose p99 push-to-processed stays under 100 ms.
 
 Start-up (spawning shards, loading models) is not timed; each engine warms up first.
@@ -99,9 +100,11 @@ def shard_packets(options: BenchOptions) -> dict[str, Any]:
 
 
 def shard_live(options: BenchOptions) -> dict[str, Any]:
-    """Live 32 ms streams: the most each engine holds with p99 push-to-processed < 100 ms."""
+    """Live 32 ms streams: the most each way of using the cores holds with p99
+    push-to-processed < 100 ms (``VADEngine`` with N workers, N shards, N processes each a
+    one-worker ``VADEngine`` on its own CPU)."""
     audio = speech(options.live_seconds + 2)
     out: dict[str, Any] = {"cores": options.workers}
-    for system in ("prevad", "shards"):
+    for system in ("prevad", "shards", "processes"):
         out[system] = live_capacity(system, 32, audio, options)
     return out
