@@ -1,12 +1,18 @@
 """A TCP ingest server: every connection is a stream; speech events go back as JSON lines.
 
-    python examples/tcp_ingest.py serve [--port 9000]      # run the server
-    python examples/tcp_ingest.py demo [--clients 4]       # server + clients, then exit
+    python examples/tcp_ingest.py serve [--port 9000] [--processes N]  # run the server
+    python examples/tcp_ingest.py demo [--clients 4] [--processes N]   # server + clients
 
 Protocol: the client sends raw PCM16-LE mono audio at 16 kHz and half-closes its side
 when done; the server answers with one JSON object per speech event
 (``{"event": "start"|"end", "time": ..., ...}``) as soon as each is decided, and a
-final ``{"event": "done", "segments": N}``. One ``VADEngine`` serves all connections.
+final ``{"event": "done", "segments": N, "pid": ...}``.
+
+With ``--processes 1`` (the default) one ``VADEngine`` serves every connection. With
+``--processes N`` (Linux) N worker processes listen on the same port (``SO_REUSEPORT``:
+the kernel spreads the connections over them), each with its own one-worker
+``VADEngine`` pinned to its own CPU: for many live streams of small packets, one such
+process per core holds the most streams (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
+import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -50,9 +60,8 @@ async def handle(
             carry = data[usable:]
             await stream.push(data[:usable])
         result = await stream.close()
-        writer.write(
-            (json.dumps({"event": "done", "segments": len(result.segments)}) + "\n").encode()
-        )
+        done = {"event": "done", "segments": len(result.segments), "pid": os.getpid()}
+        writer.write((json.dumps(done) + "\n").encode())
         await writer.drain()
     except pv.PrevadError as exc:
         writer.write((json.dumps({"event": "error", "error": str(exc)}) + "\n").encode())
@@ -60,15 +69,50 @@ async def handle(
         writer.close()
 
 
-async def serve(port: int) -> None:
-    async with pv.VADEngine(num_workers=2) as engine:
-        server = await asyncio.start_server(lambda r, w: handle(engine, r, w), "127.0.0.1", port)
-        print(f"listening on 127.0.0.1:{server.sockets[0].getsockname()[1]}")
+async def serve(port: int, workers: int = 2, reuse_port: bool = False, ready: Any = None) -> None:
+    """Serve connections on ``port`` until cancelled; ``ready`` (an event) is set once listening."""
+    async with pv.VADEngine(num_workers=workers) as engine:
+        server = await asyncio.start_server(
+            lambda r, w: handle(engine, r, w), "127.0.0.1", port, reuse_port=reuse_port or None
+        )
+        print(f"process {os.getpid()} listening on 127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        if ready is not None:
+            ready.set()
         async with server:
             await server.serve_forever()
 
 
-async def client(port: int, pcm: bytes, name: str, realtime: bool) -> int:
+def serve_in_process(port: int, cpu: int | None, ready: Any) -> None:
+    """One of ``--processes N``: pinned to ``cpu``, a one-worker engine on the shared port."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    pv.run(serve(port, workers=1, reuse_port=True, ready=ready))
+
+
+def start_processes(port: int, count: int) -> tuple[list[multiprocessing.Process], socket.socket]:
+    """``count`` server processes on one port; returns them and a socket that holds the port
+    (bound with SO_REUSEPORT, never listening: it only reserves a port when ``port`` is 0)."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", port))
+    port = holder.getsockname()[1]
+    cpus = sorted(os.sched_getaffinity(0))
+    ctx = multiprocessing.get_context("spawn")
+    processes, events = [], []
+    for i in range(count):
+        ready = ctx.Event()
+        cpu = cpus[i] if len(cpus) >= count else None
+        process = ctx.Process(target=serve_in_process, args=(port, cpu, ready), daemon=True)
+        process.start()
+        processes.append(process)
+        events.append(ready)
+    for ready in events:
+        if not ready.wait(60):
+            raise RuntimeError("a server process did not start listening within 60 s")
+    return processes, holder
+
+
+async def client(port: int, pcm: bytes, name: str, realtime: bool) -> tuple[int, int]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     started = time.perf_counter()
     for offset in range(0, len(pcm), READ_BYTES):
@@ -78,28 +122,42 @@ async def client(port: int, pcm: bytes, name: str, realtime: bool) -> int:
             due = started + (offset + READ_BYTES) / 32000
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
     writer.write_eof()
-    segments = 0
+    segments, pid = 0, 0
     while line := await reader.readline():
         record = json.loads(line)
         print(f"{name}: {record}")
         if record["event"] == "done":
-            segments = int(record["segments"])
+            segments, pid = int(record["segments"]), int(record["pid"])
     writer.close()
-    return segments
+    return segments, pid
 
 
-async def demo(clients: int, realtime: bool) -> None:
+async def demo(clients: int, realtime: bool, processes: int) -> None:
     audio, rate = sf.read(AUDIO, dtype="float32")
     assert rate == 16000
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    async with pv.VADEngine(num_workers=2) as engine:
-        server = await asyncio.start_server(lambda r, w: handle(engine, r, w), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            counts = await asyncio.gather(
-                *(client(port, pcm, f"client-{i}", realtime) for i in range(clients))
-            )
-    print(f"{clients} clients, segments per client: {counts}")
+
+    async def run_clients(port: int) -> list[tuple[int, int]]:
+        jobs = (client(port, pcm, f"client-{i}", realtime) for i in range(clients))
+        return await asyncio.gather(*jobs)
+
+    if processes == 1:
+        async with pv.VADEngine(num_workers=2) as engine:
+            server = await asyncio.start_server(lambda r, w: handle(engine, r, w), "127.0.0.1", 0)
+            async with server:
+                outcomes = await run_clients(server.sockets[0].getsockname()[1])
+    else:
+        workers, holder = start_processes(0, processes)
+        try:
+            outcomes = await run_clients(holder.getsockname()[1])
+        finally:
+            for worker in workers:
+                worker.terminate()
+                worker.join()
+            holder.close()
+    counts = [segments for segments, _ in outcomes]
+    servers = len({pid for _, pid in outcomes})
+    print(f"{clients} clients, segments per client: {counts}, served by {servers} process(es)")
 
 
 if __name__ == "__main__":
@@ -110,8 +168,14 @@ if __name__ == "__main__":
     demo_cmd = commands.add_parser("demo")
     demo_cmd.add_argument("--clients", type=int, default=4)
     demo_cmd.add_argument("--realtime", action="store_true", help="send at real-time pace")
+    for cmd in (serve_cmd, demo_cmd):
+        cmd.add_argument("--processes", type=int, default=1, help="server processes (Linux)")
     args = parser.parse_args()
-    if args.command == "serve":
+    if args.command == "serve" and args.processes == 1:
         pv.run(serve(args.port))
+    elif args.command == "serve":
+        servers, _holder = start_processes(args.port, args.processes)
+        for server in servers:
+            server.join()
     else:
-        pv.run(demo(args.clients, args.realtime))
+        pv.run(demo(args.clients, args.realtime, args.processes))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -92,3 +94,14 @@ def test_tcp_ingest_demo() -> None:
     expected = len(conversation_segments())
     assert f"segments per client: [{expected}, {expected}, {expected}]" in out
     assert out.count('"event": "start"') + out.count("'event': 'start'") == 3 * expected
+
+
+def test_tcp_ingest_demo_over_processes_sharing_one_port() -> None:
+    """Two server processes on one port (SO_REUSEPORT), each its own engine: every client
+    still gets all of its segments, from one of the two processes."""
+    out = run_example("tcp_ingest.py", "demo", "--clients", "6", "--processes", "2")
+    expected = len(conversation_segments())
+    assert f"segments per client: {[expected] * 6}, served by " in out
+    pids = {int(pid) for pid in re.findall(r"'event': 'done', 'segments': \d+, 'pid': (\d+)", out)}
+    assert len(re.findall(r"'event': 'done'", out)) == 6
+    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
