@@ -2,8 +2,10 @@
 
 The user's process sends batches of small records (open, audio, flush, close,
 stop) over the command pipe; audio samples lie in the shard's shared memory ring
-(:mod:`prevad_rx._shard_ring`). Each stream's records run in order on one pump
-task. Results go back in batches, one per loop iteration, pickled and written on the loop
+(:mod:`prevad_rx._shard_ring`). Each stream's records run in order: audio that fits
+and a flush that need not wait are handled at once (a live packet costs no task),
+anything else on the stream's pump task, which later records then queue behind.
+Results go back in batches, one per loop iteration, pickled and written on the loop
 without blocking it (:mod:`prevad_rx._pipe_writer`: it always goes on reading
 commands, whatever the user's process does):
 
