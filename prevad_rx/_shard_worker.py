@@ -6,7 +6,7 @@ stop) over the command pipe; audio samples lie in the shard's shared memory ring
 and a flush that need not wait are handled at once (a live packet costs no task),
 anything else on the stream's pump task, which later records then queue behind.
 Results go back in batches, one per loop iteration, pickled and written on the loop
-without blocking it (:mod:`prevad_rx._pipe_writer`: it always goes on reading
+without blocking it (:mod:`prevad_rx._pipes`: it always goes on reading
 commands, whatever the user's process does):
 
 * ``("ready", pid, sample_rates)`` / ``("fatal", message)`` once at start;
@@ -33,7 +33,7 @@ from typing import Any
 
 from prevad_rx._engine import VADEngine
 from prevad_rx._errors import StreamFailedError
-from prevad_rx._pipe_writer import PipeWriter
+from prevad_rx._pipes import PipeReader, PipeWriter
 from prevad_rx._runtime import run
 from prevad_rx._shard_ring import RingReader
 from prevad_rx._stream import VADStream
@@ -117,14 +117,12 @@ class _ShardRunner:
             rates = tuple(sorted(engine.pool.probe().sample_rates))
             self._post(("ready", os.getpid(), rates))
             self._stop = loop.create_future()
-            fd = self._commands.fileno()
-            loop.add_reader(fd, self._on_commands)
-            os.set_blocking(fd, True)  # uvloop made it non-blocking: recv() reads whole messages
+            reader = PipeReader(self._commands, loop, self._on_commands, self._user_gone)
             ticker = loop.create_task(self._report_progress())
             try:
                 await self._stop
             finally:
-                loop.remove_reader(fd)
+                reader.close()
                 ticker.cancel()
                 for slot in self._slots.values():
                     if slot.task is not None:
@@ -161,19 +159,19 @@ class _ShardRunner:
 
     # ------------------------------------------------------------------ commands
 
-    def _on_commands(self) -> None:
-        try:
-            while self._commands.poll():
-                for record in self._commands.recv():
-                    try:
-                        self._handle(record)
-                    except Exception:
-                        log.exception("shard: handling a %r record failed", record[0])
-        except (EOFError, OSError):  # the user's process is gone: stop
-            if self._stop is not None and not self._stop.done():
-                self._stop.set_result(None)
-            return
-        self._post(("ack", self._acked))
+    def _on_commands(self, data: memoryview) -> None:
+        """One batch of records from the user's process (a whole pipe message)."""
+        for record in pickle.loads(data):
+            try:
+                self._handle(record)
+            except Exception:
+                log.exception("shard: handling a %r record failed", record[0])
+        self._post(("ack", self._acked))  # the ring space read so far
+
+    def _user_gone(self) -> None:
+        """The command pipe ended: the user's process is gone (or closed it): stop."""
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
 
     def _handle(self, record: tuple[Any, ...]) -> None:
         kind = record[0]

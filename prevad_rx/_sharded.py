@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from types import TracebackType
 from typing import Any, Literal
 
@@ -51,6 +52,7 @@ from prevad_rx._errors import (
 )
 from prevad_rx._fanout import EventFanout, EventIterator
 from prevad_rx._loop import Signal, require_loop
+from prevad_rx._pipes import PipeReader, PipeWriter
 from prevad_rx._shard_ring import ShardRing
 from prevad_rx._shard_worker import shard_main
 from prevad_rx._stream import StreamState, StreamStatistics
@@ -141,9 +143,9 @@ class _Shard:
             child_commands.close()
             child_results.close()
         self.pid = self.process.pid
-        self.loop.add_reader(self.results.fileno(), self._on_results)
-        # uvloop makes a watched fd non-blocking; recv() must read a whole message
-        os.set_blocking(self.results.fileno(), True)
+        # both pipes non-blocking: a stalled shard can never stall this loop
+        self.writer = PipeWriter(self.commands, self.loop)
+        self.reader = PipeReader(self.results, self.loop, self._on_results, self.lost)
 
     # ------------------------------------------------------------------ sending
 
@@ -158,25 +160,18 @@ class _Shard:
         if not self.outbox or self.state not in ("ready", "closing"):
             return
         batch, self.outbox = self.outbox, []
-        try:
-            self.commands.send(batch)
-        except (OSError, EOFError):
-            self.lost()
+        self.writer.send(ForkingPickler.dumps(batch))  # a shard that is gone: see lost()
 
     # ------------------------------------------------------------------ receiving
 
-    def _on_results(self) -> None:
+    def _on_results(self, data: memoryview) -> None:
+        """One batch of messages from the shard (a whole pipe message)."""
         self.last_heard = self.loop.time()
-        try:
-            while self.results.poll():
-                batch = self.results.recv()
-                for message in batch:
-                    try:
-                        self._handle(message)
-                    except Exception:
-                        log.exception("shard %d: handling %r failed", self.index, message[0])
-        except (EOFError, OSError):
-            self.lost()
+        for message in pickle.loads(data):
+            try:
+                self._handle(message)
+            except Exception:
+                log.exception("shard %d: handling %r failed", self.index, message[0])
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -244,8 +239,8 @@ class _Shard:
         """The results pipe ended: the process exited (asked to, or not)."""
         if self.ended.done():
             return
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.results.fileno())
+        self.reader.close()
+        self.writer.close()
         expected = self.state in ("closing", "closed")
         was_ready = self.state == "ready"
         self.state = "closed" if expected else "failed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import re
@@ -561,6 +562,40 @@ def test_a_shard_whose_loop_is_blocked_is_killed_after_shard_timeout(
             await fresh.push(speech16k.audio)
             result = await fresh.close()
             assert segments_as_lists(result.segments) == segments_as_lists(want.segments)
+
+    pv.run(main())
+    assert multiprocessing.active_children() == []
+
+
+def test_a_stopped_shard_that_reads_nothing_never_stalls_the_user_s_loop() -> None:
+    """A shard stopped (SIGSTOP) while more records are due to it than its pipe holds
+    (400 stream opens, ~100 KiB): the user's loop runs on, the watchdog kills the shard
+    after shard_timeout, and its streams fail with ShardFailedError (a blocking write to
+    the full pipe would have stopped the loop, and the watchdog with it, for good)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        engine = pv.ShardedVADEngine(shards=1, shard_timeout=1.0)
+        async with engine:
+            pid = engine.shard_pids()[0]
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                streams = [engine.open_stream(f"caller-{i:03d}-" + "x" * 200) for i in range(400)]
+                begin, ticks = loop.time(), 0
+                while loop.time() - begin < 0.5:  # the loop is not held by the stopped shard
+                    await asyncio.sleep(0.05)
+                    ticks += 1
+                assert ticks >= 5
+                outcomes = await asyncio.wait_for(
+                    asyncio.gather(*(s.close() for s in streams), return_exceptions=True), 60
+                )
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            assert all(isinstance(o, pv.ShardFailedError) for o in outcomes), outcomes[:3]
+            assert "did not answer" in str(outcomes[0])
+            assert engine.statistics().shards[0].restarts == 1
 
     pv.run(main())
     assert multiprocessing.active_children() == []
