@@ -1,13 +1,17 @@
 """ShardedVADEngine against VADEngine in the same run: offline 2 s chunks and 32 ms packets.
 
-    python scripts/bench_shards.py [--workers N] [--quick] [--scenario scaling|packets|live|all]
+    python scripts/bench_shards.py [--workers N] [--quick]
+                                   [--scenario scaling|packets|live|per-core|all]
 
 ``scaling``: 1, 2, 4, ... up to N cores, ``VADEngine(num_workers=n)`` next to ``n`` shards x
 1 worker, wall µs per 32 ms frame. ``packets``: 64 interleaved streams of 32 ms packets on N
 cores, packets/s and CPU µs per packet in the user's process. ``live``: streams delivering
 32 ms packets in real time, the most each engine holds with p99 push-to-processed < 100 ms
 (``VADEngine`` with N workers, N shards x 1 worker, N processes each a one-worker
-``VADEngine`` pinned to its own CPU). Start-up is not timed. Needs
+``VADEngine`` pinned to its own CPU). ``per-core``: what one core does (this process
+pinned to one CPU, a one-worker ``VADEngine``): 128 streams pushing and flushing 32 ms
+packets in a closed loop (packets/s, CPU µs per packet, median of 5 interleaved rounds:
+the figure to compare two trees by) and the live capacity. Start-up is not timed. Needs
 only numpy, onnxruntime and the package (runs on a machine without internet).
 """
 
@@ -19,14 +23,16 @@ import os
 import sys
 
 from prevad_rx.bench._scenarios import BenchOptions
-from prevad_rx.bench._shards import shard_live, shard_packets, shard_scaling
+from prevad_rx.bench._shards import per_core, shard_live, shard_packets, shard_scaling
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--scenario", choices=("scaling", "packets", "live", "all"), default="all")
+    parser.add_argument(
+        "--scenario", choices=("scaling", "packets", "live", "per-core", "all"), default="all"
+    )
     args = parser.parse_args()
     options = BenchOptions(
         quick=args.quick,
@@ -67,6 +73,16 @@ def main() -> None:
                 f"live 32 ms, {live['cores']} core(s), {name}: {row['max_streams']}{more} "
                 f"streams ({trials})"
             )
+    if args.scenario in ("per-core", "all"):
+        results["per_core"] = per_core(options)
+        core = results["per_core"]
+        closed, live = core["closed_loop"], core["live"]
+        print(
+            f"one core (CPU {core['cpu']}), one-worker VADEngine: closed loop "
+            f"{closed['packets_per_s']:.0f} packets/s, {closed['cpu_us_per_packet']:.1f} µs CPU "
+            f"per packet ({core['streams']} streams, median of {core['rounds']}); live 32 ms: "
+            f"{live['max_streams']} streams at p99 < 100 ms"
+        )
     print(json.dumps(results, indent=1))
 
 

@@ -542,6 +542,20 @@ def test_the_shard_packet_benchmark_runs_both_engines() -> None:
     assert multiprocessing.active_children() == []
 
 
+def test_the_per_core_benchmark_runs_pinned_and_restores_the_affinity() -> None:
+    """scripts/bench_shards.py's per-core scenario, shrunk: packets flow, the process is
+    pinned to one CPU during it and may use all of its CPUs again afterwards."""
+    from prevad_rx.bench._scenarios import BenchOptions
+    from prevad_rx.bench._shards import per_core
+
+    before = os.sched_getaffinity(0)
+    out = per_core(BenchOptions(quick=True, workers=1))
+    assert os.sched_getaffinity(0) == before
+    assert out["cpu"] in before
+    assert out["closed_loop"]["packets_per_s"] > 0 and out["closed_loop"]["cpu_us_per_packet"] > 0
+    assert out["live"]["trials"]
+
+
 def test_a_shard_whose_loop_is_blocked_is_killed_after_shard_timeout(
     pool: pv.WorkerPool, speech16k: GoldenFixture
 ) -> None:

@@ -6,6 +6,11 @@
 * :func:`shard_packets`: many interleaved streams of 32 ms packets, ``options.workers``
   shards x 1 worker against ``VADEngine(num_workers=options.workers)``: packets per
   second and CPU per packet in the user's process.
+* :func:`per_core`: what one core does with live packets: a one-worker ``VADEngine`` with
+  this process pinned to one CPU, in a closed loop (every stream pushes and flushes its
+  next packet as soon as the last is done; packets/s and CPU per packet, the median of
+  interleaved rounds: the figure to compare trees by) and on the live schedule (the most
+  streams at p99 < 100 ms).
 * :func:`shard_live`: streams delivering 32 ms packets in real time, ``VADEngine`` with
   ``options.workers`` workers, ``options.workers`` shards x 1 worker, and as many
   processes each running a one-worker ``VADEngine`` on its own CPU: the most streams
@@ -17,9 +22,11 @@ Start-up (spawning shards, loading models) is not timed; each engine warms up fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -107,4 +114,66 @@ def shard_live(options: BenchOptions) -> dict[str, Any]:
     out: dict[str, Any] = {"cores": options.workers}
     for system in ("prevad", "shards", "processes"):
         out[system] = live_capacity(system, 32, audio, options)
+    return out
+
+
+@contextlib.contextmanager
+def _pinned_to_one_cpu() -> Iterator[int | None]:
+    """This process on one CPU (the last it may use) for the block; None where it cannot."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    allowed = os.sched_getaffinity(0)
+    cpu = max(allowed)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+async def _closed_loop(streams: int, audio: np.ndarray) -> tuple[float, float]:
+    """Packets/s and CPU µs per packet: ``streams`` streams, each pushing and flushing its
+    next 32 ms packet as soon as the last was processed (a one-worker ``VADEngine``)."""
+    packets_each = audio.size // 512 - 32
+    async with VADEngine(num_workers=1) as engine:
+        warm = engine.open_stream("warm-up")
+        await warm.push(audio[:32000])
+        await warm.close()
+        handles = [engine.open_stream(f"s{i}") for i in range(streams)]
+
+        async def feed(index: int, stream: Any) -> None:
+            start = (index * 7919) % 16000
+            for k in range(packets_each):
+                await stream.push(audio[start + k * 512 : start + (k + 1) * 512])
+                await stream.flush()
+
+        gc.collect()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(feed(i, s) for i, s in enumerate(handles)))
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        await asyncio.gather(*(s.close() for s in handles))
+    packets = streams * packets_each
+    return packets / wall, cpu / packets * 1e6
+
+
+def per_core(options: BenchOptions) -> dict[str, Any]:
+    """One core, live 32 ms packets: closed-loop throughput (median of interleaved rounds)
+    and live capacity of a one-worker ``VADEngine``, this process pinned to one CPU."""
+    streams = 8 if options.quick else 128
+    rounds = 1 if options.quick else 5
+    audio = speech(1.5 if options.quick else 5)
+    out: dict[str, Any] = {"streams": streams, "rounds": rounds}
+    with _pinned_to_one_cpu() as cpu:
+        out["cpu"] = cpu
+        runs = []
+        for round_ in range(rounds):
+            options.progress(f"per core: closed loop, round {round_ + 1}/{rounds}")
+            runs.append(run(_closed_loop(streams, audio)))
+        out["closed_loop"] = {
+            "packets_per_s": float(np.median([r[0] for r in runs])),
+            "cpu_us_per_packet": float(np.median([r[1] for r in runs])),
+            "packets_per_s_rounds": [r[0] for r in runs],
+        }
+        out["live"] = live_capacity("prevad_1worker", 32, speech(options.live_seconds + 2), options)
     return out
