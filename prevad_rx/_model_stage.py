@@ -45,6 +45,8 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
@@ -69,6 +71,7 @@ __all__ = ["ModelStage", "StageStatistics"]
 log = logging.getLogger("prevad_rx.stage")
 
 Emit = Callable[[FrameProbabilities | StreamFailure], None]
+Outcomes = TypeVar("Outcomes")
 
 
 class ModelStage:
@@ -157,11 +160,13 @@ class ModelStage:
             batch = self._table.next_encode_batch()
         if batch is None:
             return
-        watched = self._watch(batch)
-        outcomes = calls.encode_batch(
-            backend, batch, self._pool.backend_name, self._recovery(backend)
+        outcomes = self._watched(
+            batch,
+            partial(
+                calls.encode_batch, backend, batch, self._pool.backend_name, self._recovery(backend)
+            ),
         )
-        if not self._unwatch(watched):
+        if outcomes is None:
             return  # timed out: its streams have been dealt with and a new worker took over
         with self._lock:
             followup = self._table.encoded(batch, outcomes)
@@ -183,19 +188,22 @@ class ModelStage:
                 batch = self._table.next_decode_batch()
             if batch is None:
                 return
-            watched = self._watch(batch)
-            outcomes = calls.decode_batch(
-                backend,
+            decoded = self._watched(
                 batch,
-                self._pool.backend_name,
-                self._initial_state,
-                self._recovery(backend),
+                partial(
+                    calls.decode_batch,
+                    backend,
+                    batch,
+                    self._pool.backend_name,
+                    self._initial_state,
+                    self._recovery(backend),
+                ),
             )
-            if not self._unwatch(watched):
+            if decoded is None:
                 return
             with self._lock:
                 self._table.decoded(batch)
-            self._deliver(batch, outcomes)
+            self._deliver(batch, decoded)
             with self._lock:
                 followup = self._table.decode_task_step()
             again, followup.again = followup.again, False
@@ -315,16 +323,15 @@ class ModelStage:
 
     # ------------------------------------------------------------- deadlines
 
-    def _watch(self, batch: Batch) -> WatchedCall[Batch] | None:
-        """Register a backend call with its deadline (None: timeouts are off)."""
+    def _watched(self, batch: Batch, call: Callable[[], Outcomes]) -> Outcomes | None:
+        """Run a backend call on ``batch`` under its deadline; None if the watchdog gave it
+        up meanwhile (its streams were dealt with: drop its results)."""
         if self._watchdog is None or self._timeout_factor is None:
-            return None
+            return call()
         timeout = max(self._min_timeout, self._timeout_factor * batch.audio_seconds)
-        return self._watchdog.begin(timeout, batch)
-
-    def _unwatch(self, watched: WatchedCall[Batch] | None) -> bool:
-        """The call returned; False if it had already been given up (drop its results)."""
-        return watched is None or self._watchdog is None or self._watchdog.end(watched)
+        watched = self._watchdog.begin(timeout, batch)
+        outcomes = call()
+        return outcomes if self._watchdog.end(watched) else None
 
     def _give_up(self, call: WatchedCall[Batch]) -> None:
         """A call overran its deadline (on the watchdog's thread): replace its worker;
