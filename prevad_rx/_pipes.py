@@ -76,13 +76,10 @@ class PipeWriter:
                 self._pending[0] = part[written:]
         if self._pending and not self._watching:
             self._watching = True
-            self._loop.add_writer(self._fd, self._on_writable)
+            self._loop.add_writer(self._fd, self._write_some)
         elif not self._pending and self._watching:
             self._watching = False
             self._loop.remove_writer(self._fd)
-
-    def _on_writable(self) -> None:
-        self._write_some()
 
     def drain(self) -> None:
         """Write everything still queued, blocking (at the end, when the loop stops)."""

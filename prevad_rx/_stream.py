@@ -225,8 +225,7 @@ class VADStream:
         if samples.size == 0:
             return
         samples = owned(samples, audio)  # kept past this call: the caller may reuse its array
-        if not self._push_lock.locked() and not self._queued and self._has_room():
-            self._take(samples)  # room now and no push waiting before this one: no await
+        if self._push_now(samples):  # room now and no push waiting before this one: no await
             return
         async with self._push_lock:
             if self.backpressure == "wait":
@@ -296,12 +295,14 @@ class VADStream:
         """
         require_loop(self._done.get_loop(), "VADStream.flush()")
         self._check_writable()
-        async with self._push_lock:
-            await self._signal.wait_until(
-                lambda: not self._queued or self._state in ("closed", "failed")
-            )
-            self._outbox.send_now()
-            target = self._frames_submitted
+        target = self._flush_now()
+        if target is None:  # a push is waiting, or chunks are queued: after them
+            async with self._push_lock:
+                await self._signal.wait_until(
+                    lambda: not self._queued or self._state in ("closed", "failed")
+                )
+                self._outbox.send_now()
+                target = self._frames_submitted
         await self._signal.wait_until(
             lambda: self._frames_done >= target or self._state in ("closed", "failed")
         )
@@ -413,9 +414,9 @@ class VADStream:
         return True
 
     def _flush_now(self) -> int | None:
-        """Start a flush that need not wait for room: send the outbox and return the
-        frames submitted, which :attr:`frames_processed` must reach for it to be done;
-        None when :meth:`flush` would wait or raise first (call it instead)."""
+        """Start a flush that has no push or queued chunk to wait for: send the outbox and
+        return the frames submitted, which the frames processed must reach for it to be
+        done; None when :meth:`flush` would wait or raise first (call it instead)."""
         if self._state != "open" or self._push_lock.locked() or self._queued:
             return None
         if self._error is not None or self._failed_on_entry is not None:
