@@ -485,21 +485,31 @@ class LaneTable:
         if works[-1].slice.is_last:
             self._retire(lane)
 
-    def run_emitted(self, lane: Lane, works: list[Work], frames: int) -> Followup:
-        """A lane's run was emitted: let the lane (or its successor) go on."""
-        lane.busy = False
-        self._frames += frames
-        failed_successor = None
-        if works[-1].slice.is_last:
-            failed_successor = self._release_successor(lane)
-        else:
-            self._mark_if_ready(lane)
-        failure_due = lane.error is not None and not lane.gone
-        flush = [lane] if failure_due else []
-        if failed_successor is not None:
-            flush.append(failed_successor)
-        # with a failure due, the run's slices leave with it (end_flush), not before
-        done = False if failure_due else self._release(len(works), lane)
+    def runs_emitted(self, runs: list[tuple[Lane, list[Work], int]]) -> Followup:
+        """The runs of a decode batch (lane, works, frames) were emitted: let each lane
+        (or its successor) go on. One followup and one release for them all."""
+        flush: list[Lane] = []
+        released = 0
+        done = False
+        for lane, works, frames in runs:
+            lane.busy = False
+            self._frames += frames
+            failed_successor = None
+            if works[-1].slice.is_last:
+                failed_successor = self._release_successor(lane)
+            else:
+                self._mark_if_ready(lane)
+            failure_due = lane.error is not None and not lane.gone
+            if failure_due:
+                flush.append(lane)
+            if failed_successor is not None:
+                flush.append(failed_successor)
+            # with a failure due, the run's slices leave with it (end_flush), not before
+            if not failure_due:
+                done = self._leave(len(works), lane) or done
+                released += len(works)
+        if self._on_release is not None and released:
+            self._on_release(released)
         return self._followup(flush, done=done)
 
     def decode_task_step(self) -> Followup:
@@ -610,10 +620,15 @@ class LaneTable:
 
     def _release(self, count: int, lane: Lane) -> bool:
         """``count`` of the lane's slices leave the stage; True if the stage is done."""
-        lane.queued -= count
-        self._in_flight -= count
+        done = self._leave(count, lane)
         if self._on_release is not None and count:
             self._on_release(count)
+        return done
+
+    def _leave(self, count: int, lane: Lane) -> bool:
+        """:meth:`_release` without reporting it (the caller reports several at once)."""
+        lane.queued -= count
+        self._in_flight -= count
         if self.completing and self._in_flight == 0 and not self.terminated:
             self.terminated = True
             return True

@@ -10,6 +10,7 @@ that never comes, so it is refused at once with :class:`WrongEventLoopError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from prevad_rx._errors import WrongEventLoopError
@@ -35,18 +36,28 @@ def require_loop(loop: asyncio.AbstractEventLoop | None, method: str) -> None:
 
 
 class Signal:
-    """Wakes every waiter on each notify; waiters re-check their own condition."""
+    """Wakes every waiter on each notify; waiters re-check their own condition.
+
+    Waiters wait on bare futures of the running loop (cheaper than an
+    ``asyncio.Event`` per round: a flush per live packet waits once each)."""
 
     def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
+        self._waiters: list[asyncio.Future[None]] = []
 
     def notify(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():  # a cancelled waiter is done
+                    waiter.set_result(None)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
-            if self._event is None:
-                self._event = asyncio.Event()
-            await self._event.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                with contextlib.suppress(ValueError):  # notify() may have taken it already
+                    self._waiters.remove(waiter)
+                raise

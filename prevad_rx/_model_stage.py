@@ -212,41 +212,54 @@ class ModelStage:
                 return
 
     def _deliver(self, batch: DecodeBatch, outcomes: list[ModelResult | BaseException]) -> None:
-        """Emit each run's results (or its failure), lane by lane, in the batch's order."""
+        """Emit each run's results (or its failure), lane by lane, in the batch's order.
+
+        The successful runs are booked, emitted and released together: one pass under
+        the lock each side of the emission, not one per lane (a live batch holds one
+        packet of each of many streams)."""
+        done: list[tuple[Lane, list[Work], ModelResult]] = []
         for (lane, works), outcome in zip(batch.runs, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 with self._lock:
                     followup = self._table.run_failed(lane, works, outcome)
                 self._proceed(followup)
             else:
-                self._emit_run(lane, works, outcome)
+                done.append((lane, works, outcome))
+        if not done:
+            return
+        with self._lock:  # bookkeeping first: the lanes stay held (busy) until emitted
+            for lane, works, result in done:
+                self._table.run_decoded(lane, works, result)
+        emitted: list[tuple[Lane, list[Work], int]] = []
+        with self._emit_lock:
+            for lane, works, result in done:
+                emitted.append((lane, works, self._emit_run(works, result)))
+        with self._lock:
+            followup = self._table.runs_emitted(emitted)
+        self._proceed(followup)
 
-    def _emit_run(self, lane: Lane, works: list[Work], result: ModelResult) -> None:
-        with self._lock:  # bookkeeping first: the lane stays held (busy) until emitted
-            self._table.run_decoded(lane, works, result)
+    def _emit_run(self, works: list[Work], result: ModelResult) -> int:
+        """Emit one lane's run (under the emission lock); returns its frames."""
         probabilities = np.asarray(result.probabilities, dtype=np.float32)
         offset = 0
-        with self._emit_lock:
-            for work in works:
-                item = work.slice
-                n = item.num_frames
-                if not self._table.stopped:
-                    self._emit(
-                        FrameProbabilities(
-                            stream_id=item.stream_id,
-                            seq=item.seq,
-                            start_frame=item.start_frame,
-                            probabilities=probabilities[offset : offset + n],
-                            sample_rate=item.sample_rate,
-                            end_sample=item.end_sample,
-                            is_last=item.is_last,
-                            audio=item.audio,
-                        )
+        for work in works:
+            item = work.slice
+            n = item.num_frames
+            if not self._table.stopped:
+                self._emit(
+                    FrameProbabilities(
+                        stream_id=item.stream_id,
+                        seq=item.seq,
+                        start_frame=item.start_frame,
+                        probabilities=probabilities[offset : offset + n],
+                        sample_rate=item.sample_rate,
+                        end_sample=item.end_sample,
+                        is_last=item.is_last,
+                        audio=item.audio,
                     )
-                offset += n
-        with self._lock:
-            followup = self._table.run_emitted(lane, works, offset)
-        self._proceed(followup)
+                )
+            offset += n
+        return offset
 
     def _flush_failure(self, lane: Lane) -> None:
         """Emit a failed lane's failure once no worker holds it, then retire the lane.

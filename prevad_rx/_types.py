@@ -172,7 +172,7 @@ class FrameProbabilities:
 
     @property
     def num_frames(self) -> int:
-        return int(self.probabilities.shape[0])
+        return len(self.probabilities)
 
     def __repr__(self) -> str:
         return (

@@ -67,15 +67,16 @@ def encode_all(table: LaneTable) -> None:
         table.encoded(batch, features(batch))
 
 
-def decode_and_emit(table: LaneTable, batch: DecodeBatch, value: float = 1.0) -> list[Followup]:
-    """Run a decode batch to completion as the stage does: advance, then emit, each run."""
+def decode_and_emit(table: LaneTable, batch: DecodeBatch, value: float = 1.0) -> Followup:
+    """Run a decode batch to completion as the stage does: advance every run, then
+    release them all at once as emitted."""
     table.decoded(batch)
-    followups = []
+    emitted = []
     for lane, works in batch.runs:
         frames = sum(w.slice.num_frames for w in works)
         table.run_decoded(lane, works, result_for(frames, value))
-        followups.append(table.run_emitted(lane, works, frames))
-    return followups
+        emitted.append((lane, works, frames))
+    return table.runs_emitted(emitted)
 
 
 def test_an_encode_batch_takes_its_share_of_the_queue_in_arrival_order() -> None:
@@ -153,7 +154,7 @@ def test_decoding_waits_for_the_next_seq_and_joins_consecutive_slices() -> None:
     assert runs is not None and run_ids(runs) == [("a", [0, 1])]
     ((lane, _),) = runs.runs
     assert table.statistics().decoding_streams == 1  # the lane is held
-    (emitted,) = decode_and_emit(table, runs)
+    emitted = decode_and_emit(table, runs)
     assert released == [2] and not lane.busy
     assert emitted == Followup([], 0, 0, done=False, again=False)
     stats = table.statistics()
@@ -257,6 +258,27 @@ def test_a_failed_stream_leaves_the_encode_queue_at_once() -> None:
     assert rest is not None and [s.stream_id for s in rest.slices] == ["b"]
 
 
+def test_a_decode_batch_is_released_at_once_and_failures_wait_for_their_flush() -> None:
+    """The runs of one batch leave together: one release of all their slices (the
+    admission bound is told once), except a failed lane's, which leave with its failure."""
+    table, released = make_table(workers=1)
+    for sid in ("a", "b", "c"):
+        table.submit(piece(sid, 0))
+        table.submit(piece(sid, 1))
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None and run_ids(batch) == [(s, [0, 1]) for s in ("a", "b", "c")]
+    b = batch.runs[1][0]
+    table.fail(pv.StreamFailure("b", pv.StreamFailedError("upstream", "b")))
+    followup = decode_and_emit(table, batch)
+    assert released == [4]  # a's and c's two slices each, in one report
+    assert followup.flush == [b]
+    assert table.statistics().frames_processed == 12
+    assert table.begin_flush(b) is not None
+    table.end_flush(b)
+    assert released == [4, 2]
+
+
 def test_a_failure_waits_until_the_lane_is_no_longer_held() -> None:
     table, released = make_table(workers=1)
     table.submit(piece("a", 0))
@@ -268,7 +290,7 @@ def test_a_failure_waits_until_the_lane_is_no_longer_held() -> None:
     assert lane_again is lane
     assert table.begin_flush(lane) is None  # a worker holds the lane
     table.run_decoded(lane, works, result_for(2, 1.0))
-    followup = table.run_emitted(lane, works, 2)
+    followup = table.runs_emitted([(lane, works, 2)])
     assert followup.flush == [lane]  # now it can be flushed, after the emitted run
     error = table.begin_flush(lane)
     assert error is not None and str(error) == "upstream"
@@ -288,7 +310,7 @@ def test_a_failed_run_fails_its_stream_only() -> None:
     assert followup.flush == [a] and a.error is not None
     assert "decoding slice 0 failed: boom" in str(a.error)
     table.run_decoded(b, b_works, result_for(2, 1.0))
-    table.run_emitted(b, b_works, 2)
+    table.runs_emitted([(b, b_works, 2)])
     assert b.error is None and released == [1]  # a's slice leaves with its failure
     assert table.begin_flush(a) is not None
     table.end_flush(a)
@@ -384,7 +406,7 @@ def test_complete_is_done_once_the_last_slice_leaves() -> None:
     encode_all(table)
     batch = table.next_decode_batch()
     assert batch is not None
-    (followup,) = decode_and_emit(table, batch)
+    followup = decode_and_emit(table, batch)
     assert followup.done and table.terminated
     assert table.submit(piece("b", 0)) == (0, 0)  # terminated: nothing more is taken
 

@@ -69,7 +69,7 @@ class _Reorderer(Generic[T]):
     def __init__(self, max_buffered: int) -> None:
         self._max = max_buffered
 
-    def step(self, order: _Order[T], item: T) -> Iterator[T]:
+    def step(self, order: _Order[T], item: T) -> list[T]:
         sid, seq = item.stream_id, item.seq
         if item.is_last:
             order.last_seq = seq
@@ -84,15 +84,17 @@ class _Reorderer(Generic[T]):
                     sid,
                     order.next_seq,
                 )
-            return
+            return []
+        released = []
         nxt: T | None = item
         while nxt is not None:
-            yield nxt
+            released.append(nxt)
             order.next_seq += 1
             if nxt.is_last:
                 order.released_last = True
-                return
-            nxt = order.waiting.pop(order.next_seq, None)
+                break
+            nxt = order.waiting.pop(order.next_seq, None) if order.waiting else None
+        return released
 
     def skip(self, order: _Order[T], item: T) -> None:
         """An item of a failed stream: note that it came (the stream ends when all did)."""

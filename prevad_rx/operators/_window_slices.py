@@ -22,8 +22,6 @@ its ``end_of_stream`` chunk. Built with :func:`~prevad_rx.operators.per_stream`.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,15 +68,19 @@ def _open(chunk: AudioChunk) -> _Window:
         context_size=context,
         resampler=StreamResampler(source_rate, rate) if rate != source_rate else None,
         context=np.zeros(context, np.float32),
-        pending=np.zeros(0, np.float32),
+        pending=_NO_SAMPLES,
     )
+
+
+_NO_SAMPLES = np.zeros(0, np.float32)
+_NO_SAMPLES.flags.writeable = False
 
 
 class _Slicer:
     def __init__(self, frames_per_slice: int) -> None:
         self._max_frames = frames_per_slice
 
-    def step(self, window: _Window, chunk: AudioChunk) -> Iterator[AudioSlice]:
+    def step(self, window: _Window, chunk: AudioChunk) -> list[AudioSlice]:
         sid = chunk.stream_id
         if window.source_rate != chunk.sample_rate:
             raise StreamFailedError(
@@ -89,39 +91,44 @@ class _Slicer:
         samples = chunk.samples
         if window.resampler is not None:
             samples = window.resampler.process(samples, last=chunk.end_of_stream)
-        yield from self._cut(sid, window, samples, chunk.end_of_stream)
+        return self._cut(sid, window, samples, chunk.end_of_stream)
 
-    def finish(self, window: _Window) -> Iterator[AudioSlice]:
+    def finish(self, window: _Window) -> list[AudioSlice]:
         """The source completed with the stream still open: end it."""
         tail = (
-            window.resampler.process(np.zeros(0, np.float32), last=True)
+            window.resampler.process(_NO_SAMPLES, last=True)
             if window.resampler is not None
-            else np.zeros(0, np.float32)
+            else _NO_SAMPLES
         )
-        yield from self._cut(window.stream_id, window, tail, True)
+        return self._cut(window.stream_id, window, tail, True)
 
-    def _cut(
-        self, sid: str, window: _Window, samples: np.ndarray, last: bool
-    ) -> Iterator[AudioSlice]:
+    def _cut(self, sid: str, window: _Window, samples: np.ndarray, last: bool) -> list[AudioSlice]:
+        # A list, not a generator: one small packet is the common case, and it is cut
+        # with one concatenate (context + its frames) and one copy (the next context).
         data = np.concatenate((window.pending, samples)) if window.pending.size else samples
         frame = window.frame
         valid = data.size
-        full = valid // frame
-        total = math.ceil(valid / frame) if last else full
-        if not last:
-            window.pending = data[full * frame :].copy()
-        elif total == 0:
-            yield _slice(sid, window, data, 0, 0, 0, True)
-            return
-        if total == 0:
-            return
-        count = math.ceil(total / self._max_frames)
+        if last:
+            total = -(-valid // frame)  # the last partial frame zero-padded
+            if total == 0:
+                return [_slice(sid, window, data, 0, 0, 0, True)]
+        else:
+            total = valid // frame
+            rest = valid - total * frame
+            window.pending = data[valid - rest :].copy() if rest else _NO_SAMPLES
+            if total == 0:
+                return []
+        count = -(-total // self._max_frames)
+        if count == 1:
+            return [_slice(sid, window, data, 0, total, valid, last)]
         base, extra = divmod(total, count)
+        slices = []
         first = 0
         for index in range(count):
             n = base + (index < extra)
-            yield _slice(sid, window, data, first, n, valid, last and index == count - 1)
+            slices.append(_slice(sid, window, data, first, n, valid, last and index == count - 1))
             first += n
+        return slices
 
 
 def _slice(
@@ -135,10 +142,14 @@ def _slice(
 ) -> AudioSlice:
     frame, context = window.frame, window.context_size
     start = first_frame * frame
-    stop = min(start + num_frames * frame, valid)
-    buffer = np.zeros(context + num_frames * frame, np.float32)
-    buffer[:context] = window.context
-    buffer[context : context + stop - start] = data[start:stop]
+    size = num_frames * frame
+    stop = min(start + size, valid)
+    if stop - start == size:  # whole frames: context and frames in one concatenate
+        buffer = np.concatenate((window.context, data[start:stop]))
+    else:  # the stream's last frame, zero-padded
+        buffer = np.zeros(context + size, np.float32)
+        buffer[:context] = window.context
+        buffer[context : context + stop - start] = data[start:stop]
     if num_frames:
         window.context = buffer[-context:].copy()
     window.samples += max(0, stop - start)
