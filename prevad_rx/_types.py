@@ -25,6 +25,7 @@ import numpy as np
 
 from prevad_rx._audio import to_float32_mono, validate_sample_rate
 from prevad_rx._errors import AudioFormatError, StreamFailedError
+from prevad_rx._slotted import direct_init
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -58,6 +59,7 @@ def _check_stream_id(stream_id: object) -> None:
         raise TypeError(f"stream_id must be a str, got {type(stream_id).__name__}")
 
 
+@direct_init
 @dataclass(frozen=True, slots=True, eq=False)
 class AudioChunk:
     """A piece of one stream's audio entering the chain.
@@ -101,6 +103,7 @@ def validated_chunk(
     return chunk
 
 
+@direct_init
 @dataclass(frozen=True, slots=True, eq=False)
 class AudioSlice:
     """A run of whole model frames of one stream, numbered ``seq`` within it.
@@ -157,6 +160,7 @@ class AudioSlice:
         )
 
 
+@direct_init
 @dataclass(frozen=True, slots=True, eq=False)
 class FrameProbabilities:
     """The model's speech probability for each frame of one slice."""

@@ -60,10 +60,11 @@ class _Admission:
         self._pending = 0
 
     def acquire(self) -> None:
-        may_wait = not self._pool.on_worker_thread()
         with self._cond:
-            while may_wait and self._limit is not None and self._pending >= self._limit:
-                self._cond.wait()
+            if self._limit is not None and self._pending >= self._limit:
+                may_wait = not self._pool.on_worker_thread()  # asked only when it matters
+                while may_wait and self._limit is not None and self._pending >= self._limit:
+                    self._cond.wait()
             self._pending += 1
 
     def release(self, count: int = 1) -> None:
