@@ -179,8 +179,11 @@ def checked_results(
                 f"{state.dtype}, expected {expected.shape} {expected.dtype}"
             )
         if probabilities.dtype != np.float32:
-            probabilities = probabilities.astype(np.float32)
-        checked.append(ModelResult(probabilities, state))
+            checked.append(ModelResult(probabilities.astype(np.float32), state))
+        elif type(result) is ModelResult:
+            checked.append(result)  # as it came: one object less per stream and call
+        else:
+            checked.append(ModelResult(probabilities, state))
     if not checked:
         return checked
     every = [r.probabilities for r in checked]

@@ -9,6 +9,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -118,3 +121,48 @@ def test_a_live_trial_over_processes_has_every_packet_of_every_process() -> None
     assert trial.streams == 3
     assert len(trial.latencies) == 3 * int(0.5 * 1000 / 32)
     assert trial.cpu_cores > 0 and trial.p99_ms >= trial.p50_ms
+
+
+def _report_one(results: Any) -> None:
+    results.put("trial")
+
+
+def test_a_share_process_that_dies_fails_the_live_bench_instead_of_hanging() -> None:
+    """One share reports, the other exits without reporting: the collector raises at once
+    (not after its deadline) and leaves no process running."""
+    import multiprocessing
+    import os
+    import time
+
+    from prevad_rx.bench._scenarios import _collect_shares
+
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    reporter = ctx.Process(target=_report_one, args=(results,), daemon=True)
+    crasher = ctx.Process(target=os._exit, args=(3,), daemon=True)
+    blocked = ctx.Process(target=time.sleep, args=(60,), daemon=True)
+    workers = [reporter, crasher, blocked]
+    for worker in workers:
+        worker.start()
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited with code 3 before reporting"):
+        _collect_shares(workers, results, timeout_s=50)
+    assert time.monotonic() - began < 30
+    for worker in workers:
+        worker.join(5)
+        assert not worker.is_alive()
+
+
+def test_share_processes_that_never_report_fail_the_live_bench_at_its_deadline() -> None:
+    import multiprocessing
+    import time
+
+    from prevad_rx.bench._scenarios import _collect_shares
+
+    ctx = multiprocessing.get_context("spawn")
+    silent = ctx.Process(target=time.sleep, args=(60,), daemon=True)
+    silent.start()
+    with pytest.raises(RuntimeError, match="did not report within 1 s"):
+        _collect_shares([silent], ctx.Queue(), timeout_s=1)
+    silent.join(5)
+    assert not silent.is_alive()

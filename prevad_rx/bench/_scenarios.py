@@ -6,6 +6,7 @@ import asyncio
 import gc
 import math
 import os
+import queue
 import resource
 import sys
 import threading
@@ -422,7 +423,7 @@ def _live_processes(count: int, chunk_ms: int, options: BenchOptions) -> LiveTri
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(procs)
-    results = ctx.SimpleQueue()
+    results = ctx.Queue()
     shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
     firsts = [sum(shares[:i]) for i in range(procs)]
     workers = [
@@ -436,7 +437,7 @@ def _live_processes(count: int, chunk_ms: int, options: BenchOptions) -> LiveTri
     ]
     for worker in workers:
         worker.start()
-    parts: list[LiveTrial] = [results.get() for _ in workers]
+    parts = _collect_shares(workers, results, _SHARE_START_S + 4 * options.live_seconds)
     for worker in workers:
         worker.join()
     latencies = [x for part in parts for x in part.latencies]
@@ -449,6 +450,41 @@ def _live_processes(count: int, chunk_ms: int, options: BenchOptions) -> LiveTri
         user_cpu_cores=sum(part.user_cpu_cores for part in parts),
         latencies=latencies,
     )
+
+
+#: how long a share process may take to start its engine (spawn, imports, model) and finish
+_SHARE_START_S = 120.0
+
+
+def _collect_shares(workers: list[Any], results: Any, timeout_s: float) -> list[LiveTrial]:
+    """The trial of every share process, as each reports it. A process that exits without
+    reporting (it crashed), or none reporting within ``timeout_s``, stops them all and
+    raises ``RuntimeError``: a benchmark fails, it never hangs."""
+    parts: list[LiveTrial] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(parts) < len(workers):
+            try:
+                parts.append(results.get(timeout=0.25))
+                continue
+            except queue.Empty:
+                pass
+            crashed = [w for w in workers if w.exitcode not in (None, 0)]
+            if crashed:
+                raise RuntimeError(
+                    f"live bench: a share process exited with code {crashed[0].exitcode} "
+                    "before reporting its trial"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"live bench: {len(workers) - len(parts)} share process(es) did not "
+                    f"report within {timeout_s:.0f} s"
+                )
+    finally:
+        if len(parts) < len(workers):
+            for worker in workers:
+                worker.kill()
+    return parts
 
 
 def _live_share(
@@ -551,7 +587,7 @@ async def _live_trial(
         return sum(process_cpu_s(pid) for pid in helpers)
 
     if barrier is not None:
-        barrier.wait()
+        barrier.wait(timeout=_SHARE_START_S)  # a share that never came: broken, not a hang
     user0, cpu0 = time.process_time(), cpu_s()
     wall0 = time.perf_counter()
     begin = wall0 + 0.05
