@@ -556,6 +556,25 @@ def test_the_per_core_benchmark_runs_pinned_and_restores_the_affinity() -> None:
     assert out["live"]["trials"]
 
 
+def test_the_shard_bench_script_starts_its_live_searches_where_asked() -> None:
+    """``scripts/bench_shards.py --from-streams N`` (for many-core machines): every live
+    search of the three engines begins at N streams."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_shards.py", "--quick", "--workers", "1"]
+        + ["--scenario", "live", "--from-streams", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    results = json.loads(done.stdout[done.stdout.index("{") :])["shard_live"]
+    for system in ("prevad", "shards", "processes"):
+        assert [t["streams"] for t in results[system]["trials"]] == [4]  # quick: 2, 4
+
+
 def test_a_shard_whose_loop_is_blocked_is_killed_after_shard_timeout(
     pool: pv.WorkerPool, speech16k: GoldenFixture
 ) -> None:
