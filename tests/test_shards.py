@@ -562,8 +562,11 @@ def test_the_shard_bench_script_starts_its_live_searches_where_asked() -> None:
     import json
 
     done = subprocess.run(
-        [sys.executable, "scripts/bench_shards.py", "--quick", "--workers", "1"]
-        + ["--scenario", "live", "--from-streams", "3"],
+        [
+            sys.executable,
+            "scripts/bench_shards.py",
+            *("--quick", "--workers", "1", "--scenario", "live", "--from-streams", "3"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -36,6 +36,9 @@ __all__ = ["DEFAULT_FRAMES_PER_SLICE", "window_slices"]
 #: 32 frames = 1.024 s at 16 kHz: a 2 s chunk becomes 2 slices (measured best for 1-2 workers).
 DEFAULT_FRAMES_PER_SLICE = 32
 
+_NO_SAMPLES = np.zeros(0, np.float32)  # shared, read-only: no pending samples
+_NO_SAMPLES.flags.writeable = False
+
 
 @dataclass(slots=True)
 class _Window:
@@ -70,10 +73,6 @@ def _open(chunk: AudioChunk) -> _Window:
         context=np.zeros(context, np.float32),
         pending=_NO_SAMPLES,
     )
-
-
-_NO_SAMPLES = np.zeros(0, np.float32)
-_NO_SAMPLES.flags.writeable = False
 
 
 class _Slicer:
