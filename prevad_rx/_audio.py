@@ -10,7 +10,7 @@ is an :class:`~prevad_rx.AudioFormatError`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 
 import numpy as np
 
@@ -63,9 +63,14 @@ def to_float32_mono(samples: object) -> NDArray[np.float32]:
     The result may share memory with ``samples`` when that is already a 1-D
     float32 array; callers that keep it must copy.
     """
+    if type(samples) is np.ndarray and samples.dtype is _FLOAT32 and samples.ndim == 1:
+        audio: NDArray[np.float32] = samples  # the common case, checked first
+        if audio.size and not np.isfinite(audio).all():
+            _refuse_non_finite(audio, audio)
+        return audio
     if isinstance(samples, memoryview):
         samples = _from_memoryview(samples)
-    if isinstance(samples, bytes | bytearray | memoryview):
+    if isinstance(samples, _BYTE_CONTAINERS):
         raw = memoryview(samples).cast("B")
         if raw.nbytes % 2:
             raise AudioFormatError(f"PCM16 audio needs an even number of bytes, got {raw.nbytes}")
@@ -93,16 +98,24 @@ def to_float32_mono(samples: object) -> NDArray[np.float32]:
             f"audio dtype must be float32, float64 or int16, got {samples.dtype}"
         )
     if audio.size and not np.isfinite(audio).all():
-        bad = int(np.flatnonzero(~np.isfinite(audio))[0])
-        if np.isfinite(samples[bad]):
-            raise AudioFormatError(
-                f"audio sample {bad} ({float(samples[bad]):g}) is beyond the float32 range"
-            )
-        raise AudioFormatError(f"audio holds NaN or Inf (first at sample {bad})")
+        _refuse_non_finite(audio, samples)
     return audio
 
 
+def _refuse_non_finite(audio: NDArray[np.float32], source: np.ndarray) -> NoReturn:
+    """Raise for the first sample of ``audio`` that is not finite (``source``: the array it
+    was converted from, which tells an overflow of float32 from a NaN or Inf)."""
+    bad = int(np.flatnonzero(~np.isfinite(audio))[0])
+    if np.isfinite(source[bad]):
+        raise AudioFormatError(
+            f"audio sample {bad} ({float(source[bad]):g}) is beyond the float32 range"
+        )
+    raise AudioFormatError(f"audio holds NaN or Inf (first at sample {bad})")
+
+
 _BYTE_FORMATS: Final = frozenset({"B", "b", "c"})
+_BYTE_CONTAINERS: Final = (bytes, bytearray, memoryview)  # PCM16 little-endian
+_FLOAT32: Final = np.dtype(np.float32)
 
 
 def _from_memoryview(view: memoryview) -> memoryview | bytes | np.ndarray[Any, Any]:
