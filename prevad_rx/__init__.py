@@ -53,12 +53,8 @@ from prevad_rx._model_stage import StageStatistics
 from prevad_rx._pool import PoolStatistics, WorkerPool
 from prevad_rx._runtime import aiter_observable, run, uvloop_available
 from prevad_rx._segmenter import segments_from_probabilities
-from prevad_rx._sharded import (
-    ShardedEngineStatistics,
-    ShardedStream,
-    ShardedVADEngine,
-    ShardStatistics,
-)
+from prevad_rx._sharded import ShardedEngineStatistics, ShardedVADEngine, ShardStatistics
+from prevad_rx._sharded_stream import ShardedStream
 from prevad_rx._stream import BackpressurePolicy, StreamState, StreamStatistics, VADStream
 from prevad_rx._types import (
     AudioChunk,

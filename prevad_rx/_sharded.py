@@ -13,14 +13,19 @@ are those of :class:`VADEngine`. Each shard is an ordinary ``VADEngine`` with
 ``workers_per_shard`` threads; the threads of different shards do not share a
 GIL, so the engine's own Python work scales with the shards. A shard that dies
 fails only its streams (:class:`ShardFailedError`) and is replaced for new ones.
+
+The parts: :mod:`prevad_rx._sharded_stream` (a stream on the user's loop),
+:mod:`prevad_rx._shard_handle` (the user's side of one shard process: its pipes,
+ring and streams), :mod:`prevad_rx._shard_worker` (what runs in the shard), and
+this engine, which places streams, watches and replaces shards, and gathers their
+events and statistics. They call each other through small records of callables
+(``ShardHost``, ``ShardedStreamHost``, ``ShardedStreamPort``), not private members.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import multiprocessing
 import os
 import pickle
 import sys
@@ -28,43 +33,35 @@ import uuid
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
-from multiprocessing.reduction import ForkingPickler
 from types import TracebackType
 from typing import Any, Literal
 
-import numpy as np
 from reactivex import Observable, abc
 
-from prevad_rx._audio import AudioInput, model_sample_rate, to_float32_mono, validate_sample_rate
+from prevad_rx._audio import model_sample_rate, validate_sample_rate
 from prevad_rx._config import VADConfig
 from prevad_rx._engine import AnyOperator, VADEngine
 from prevad_rx._errors import (
     BackendError,
-    BackpressureError,
     ClosedError,
     ConfigError,
     DuplicateStreamError,
-    ShardFailedError,
-    StreamClosedError,
     StreamFailedError,
     UnsupportedSampleRateError,
 )
 from prevad_rx._fanout import EventFanout, EventIterator
-from prevad_rx._loop import Signal, require_loop
-from prevad_rx._pipes import PipeReader, PipeWriter
-from prevad_rx._shard_ring import ShardRing
-from prevad_rx._shard_worker import shard_main
-from prevad_rx._stream import StreamState, StreamStatistics
-from prevad_rx._types import Segment, SpeechEvent, StreamResult
+from prevad_rx._loop import require_loop
+from prevad_rx._shard_handle import ShardHandle, ShardHost, ShardState
+from prevad_rx._sharded_stream import ShardedStream, ShardedStreamHost, ShardedStreamPort, port_of
+from prevad_rx._stream import StreamStatistics
+from prevad_rx._types import SpeechEvent
 from prevad_rx.operators import DEFAULT_FRAMES_PER_SLICE
 
-__all__ = ["ShardStatistics", "ShardedEngineStatistics", "ShardedStream", "ShardedVADEngine"]
+__all__ = ["ShardStatistics", "ShardedEngineStatistics", "ShardedVADEngine"]
 
 log = logging.getLogger("prevad_rx.shards")
 
 Placement = Literal["least_loaded", "hash"]
-ShardState = Literal["starting", "ready", "failed", "closing", "closed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,503 +88,6 @@ class ShardedEngineStatistics:
     streams_opened: int
     shards: tuple[ShardStatistics, ...]
     streams: tuple[StreamStatistics, ...]
-
-
-class _Shard:
-    """The user's side of one shard process: pipes, ring, outbox and its streams."""
-
-    def __init__(
-        self,
-        engine: ShardedVADEngine,
-        index: int,
-        restarts: int,
-        ring_samples: int,
-    ) -> None:
-        self.engine = engine
-        self.index = index
-        self.restarts = restarts
-        self.state: ShardState = "starting"
-        self.pid: int | None = None
-        self.streams: dict[int, ShardedStream] = {}
-        self.streams_opened = 0
-        self.frames_processed = 0
-        self.chunks_sent = 0
-        self.next_slot = 0
-        self.outbox: list[tuple[Any, ...]] = []
-        self.send_scheduled = False
-        self.fatal: str | None = None
-        self.stopping: asyncio.Task[None] | None = None
-        self.loop = engine._require_started_loop()
-        self.ready: asyncio.Future[None] = self.loop.create_future()
-        self.ended: asyncio.Future[None] = self.loop.create_future()
-        self.last_heard = self.loop.time()
-        self.ring = ShardRing(ring_samples)
-        ctx = multiprocessing.get_context("spawn")
-        child_commands, self.commands = ctx.Pipe(duplex=False)
-        self.results, child_results = ctx.Pipe(duplex=False)
-        self.process: BaseProcess = ctx.Process(
-            target=shard_main,
-            args=(child_commands, child_results, self.ring.name, ring_samples, engine._options),
-            kwargs={"use_uvloop": engine._use_uvloop, "cpus": engine._cpus_for(index)},
-            name=f"prevad-rx-shard-{index}",
-            daemon=True,
-        )
-        try:
-            self.process.start()
-        except BaseException:
-            self.commands.close()
-            self.results.close()
-            self.ring.close()
-            raise
-        finally:
-            child_commands.close()
-            child_results.close()
-        self.pid = self.process.pid
-        # both pipes non-blocking: a stalled shard can never stall this loop
-        self.writer = PipeWriter(self.commands, self.loop)
-        self.reader = PipeReader(self.results, self.loop, self._on_results, self.lost)
-
-    # ------------------------------------------------------------------ sending
-
-    def send(self, record: tuple[Any, ...]) -> None:
-        self.outbox.append(record)
-        if not self.send_scheduled and self.state in ("ready", "closing"):
-            self.send_scheduled = True
-            self.loop.call_soon(self.flush_outbox)
-
-    def flush_outbox(self) -> None:
-        self.send_scheduled = False
-        if not self.outbox or self.state not in ("ready", "closing"):
-            return
-        batch, self.outbox = self.outbox, []
-        self.writer.send(ForkingPickler.dumps(batch))  # a shard that is gone: see lost()
-
-    # ------------------------------------------------------------------ receiving
-
-    def _on_results(self, data: memoryview) -> None:
-        """One batch of messages from the shard (a whole pipe message)."""
-        self.last_heard = self.loop.time()
-        for message in pickle.loads(data):
-            try:
-                self._handle(message)
-            except Exception:
-                log.exception("shard %d: handling %r failed", self.index, message[0])
-
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "progress":
-            _, slot, taken, submitted, processed, in_flight, segments = message
-            stream = self.streams.get(slot)
-            if stream is not None:
-                self.frames_processed += processed - stream._frames_done
-                stream._on_progress(taken, submitted, processed, in_flight, segments)
-        elif kind == "ack":
-            self.ring.ack(message[1])
-            for stream in self.streams.values():
-                stream._signal.notify()
-        elif kind == "event":
-            stream = self.streams.get(message[1])
-            if stream is not None:
-                stream._on_event(message[2])
-        elif kind == "flushed":
-            stream = self.streams.get(message[1])
-            if stream is not None:
-                stream._on_flushed(message[2])
-        elif kind == "closed":
-            stream = self.streams.pop(message[1], None)
-            if stream is not None:
-                stream._on_closed(message[2])
-        elif kind == "failed":
-            _, slot, error, cause = message
-            if cause is not None:
-                error.__cause__ = cause
-            stream = self.streams.pop(slot, None)
-            if stream is not None:
-                if error.stream_id is None:
-                    error.stream_id = stream.stream_id
-                stream._fail(error)
-        elif kind == "ready":
-            _, self.pid, rates = message
-            self.engine._sample_rates = frozenset(rates)
-            if self.state == "starting":
-                self.state = "ready"
-            if not self.ready.done():
-                self.ready.set_result(None)
-            self.send_scheduled = True
-            self.flush_outbox()
-        elif kind == "fatal":
-            self.fatal = message[1]
-
-    def check_alive(self, timeout: float) -> None:
-        """Kill a ready shard whose loop has not been heard from for ``timeout`` s: its
-        streams then fail (ShardFailedError) and it is replaced, instead of hanging."""
-        if self.state != "ready" or self.ended.done():
-            return
-        if self.results.poll():  # news already waiting (this loop was the slow one)
-            self.last_heard = self.loop.time()
-            return
-        silent = self.loop.time() - self.last_heard
-        if silent > timeout:
-            self.fatal = f"it did not answer for {silent:.1f} s (shard_timeout) and was killed"
-            log.error("shard %d (process %s): %s", self.index, self.pid, self.fatal)
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                self.process.kill()
-
-    # ------------------------------------------------------------------ ending
-
-    def lost(self) -> None:
-        """The results pipe ended: the process exited (asked to, or not)."""
-        if self.ended.done():
-            return
-        self.reader.close()
-        self.writer.close()
-        expected = self.state in ("closing", "closed")
-        was_ready = self.state == "ready"
-        self.state = "closed" if expected else "failed"
-        self.results.close()
-        self.commands.close()
-        self.ring.close()
-        self.outbox.clear()
-        if not expected:
-            self.process.join(0.1)  # it has closed its pipe: its exit status is due
-        why = self.fatal or _exit_reason(self.process.exitcode)
-        error = BackendError(f"shard {self.index} (process {self.pid}) ended: {why}")
-        if not self.ready.done():
-            self.ready.set_exception(error)
-            self.ready.exception()  # retrieved: start() or a stream reports it
-        if self.streams:
-            if not expected:
-                log.error("shard %d (process %s) ended: %s", self.index, self.pid, why)
-            for stream in list(self.streams.values()):
-                failure = ShardFailedError(
-                    f"stream {stream.stream_id!r}: shard {self.index} (process {self.pid}) "
-                    f"ended: {why}",
-                    stream.stream_id,
-                    shard=self.index,
-                )
-                stream._fail(failure)
-            self.streams.clear()
-        self.ended.set_result(None)
-        if was_ready:
-            self.engine._replace(self)
-
-    async def stop(self, timeout: float) -> None:
-        """Ask the shard to stop, wait for it (killing it after ``timeout`` s), reap it (once)."""
-        if self.stopping is None:
-            self.stopping = self.loop.create_task(self._stop(timeout))
-        await asyncio.shield(self.stopping)
-
-    async def _stop(self, timeout: float) -> None:
-        if not self.ended.done() and self.state in ("ready", "starting"):
-            self.state = "closing"
-            self.send(("stop",))
-            self.send_scheduled = True
-            self.flush_outbox()
-        else:
-            self.state = "closing" if not self.ended.done() else self.state
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.ended), timeout)
-        await self.loop.run_in_executor(None, _reap, self.process, 2.0)
-        self.lost()  # no-op once ended; else closes what is left
-        self.process.close()
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "its pipe closed unexpectedly"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _reap(process: BaseProcess, timeout: float) -> None:
-    """Join ``process``; terminate, then kill it if it does not end in time."""
-    process.join(timeout)
-    if process.exitcode is None:
-        process.terminate()
-        process.join(timeout)
-    if process.exitcode is None:
-        process.kill()
-        process.join()
-
-
-class ShardedStream:
-    """One stream inside a :class:`ShardedVADEngine`: the same API as :class:`VADStream`.
-
-    Its audio is processed in one shard process; events, segments, counters and
-    the result come back from there. All methods belong to the engine's loop.
-    """
-
-    def __init__(
-        self,
-        engine: ShardedVADEngine,
-        shard: _Shard,
-        slot: int,
-        stream_id: str,
-        sample_rate: int,
-        config: VADConfig,
-        *,
-        keep_audio: bool,
-        backpressure: Literal["wait", "error"],
-    ) -> None:
-        self.stream_id = stream_id
-        self.sample_rate = sample_rate
-        self.processing_rate = model_sample_rate(sample_rate)
-        self.config = config
-        self.keep_audio = keep_audio
-        self.backpressure = backpressure
-        self._engine = engine
-        self._shard = shard
-        self._slot = slot
-        self._max_pending = engine._max_pending_chunks
-        self._max_buffered = engine._max_buffered
-        self._push_lock = asyncio.Lock()
-        self._signal = Signal()  # room for a waiting push (acks, progress, reads, the end)
-        self._flushes = Signal()  # a waiting flush: its token came back, or the stream ended
-        self._fanout = EventFanout(
-            f"stream {stream_id!r}", raise_failures=True, on_consumed=self._signal.notify
-        )
-        self._segments: list[Segment] = []
-        self._state: StreamState = "open"
-        self._error: StreamFailedError | None = None
-        self._result: StreamResult | None = None
-        self._done: asyncio.Future[None] = shard.loop.create_future()
-        self._in_flight = 0
-        self._samples_pushed = 0
-        self._frames_submitted = 0
-        self._frames_done = 0
-        self._slices_in_flight = 0
-        self._flush_token = 0
-        self._flushed = 0
-        self._close_sent = False
-
-    def __repr__(self) -> str:
-        return (
-            f"ShardedStream({self.stream_id!r}, sample_rate={self.sample_rate}, "
-            f"shard={self._shard.index}, state={self._state!r})"
-        )
-
-    @property
-    def shard(self) -> int:
-        """Index of the shard that processes this stream."""
-        return self._shard.index
-
-    @property
-    def state(self) -> StreamState:
-        return self._state
-
-    @property
-    def closed(self) -> bool:
-        return self._state != "open"
-
-    @property
-    def error(self) -> StreamFailedError | None:
-        return self._error
-
-    @property
-    def segments(self) -> list[Segment]:
-        """Segments finished so far (as last reported by the shard)."""
-        return list(self._segments)
-
-    # ------------------------------------------------------------------ audio in
-
-    async def push(self, audio: AudioInput) -> None:
-        """Feed the next chunk (as :meth:`VADStream.push`).
-
-        The samples are copied into the shard's ring, so the array may be reused
-        once this returns. When the stream has ``max_pending_chunks`` chunks in
-        its shard not yet taken, too many unread events, or the ring is full,
-        ``"wait"`` waits and ``"error"`` raises :class:`BackpressureError` (taking
-        nothing; with ``"error"`` a chunk may hold at most half of ``ring_samples``).
-        """
-        require_loop(self._done.get_loop(), "ShardedStream.push()")
-        self._check_writable()
-        samples = to_float32_mono(audio)
-        if samples.size == 0:
-            return
-        ring = self._shard.ring
-        step = ring.max_piece
-        if (
-            samples.size <= step
-            and not self._push_lock.locked()  # no earlier push still waiting: order kept
-            and self._fits_now(samples.size)
-        ):
-            self._put(samples)  # the common case: room now, nothing to wait for
-            return
-        pieces = [samples[i : i + step] for i in range(0, samples.size, step)]
-        async with self._push_lock:
-            if self.backpressure == "error":
-                self._check_writable()
-                if samples.size > ring.capacity // 2:
-                    raise BackpressureError(
-                        f"stream {self.stream_id!r}: a chunk of {samples.size} samples never "
-                        f"fits at once in a ring of {ring.capacity} (backpressure='error' "
-                        "takes chunks of at most half of ring_samples)",
-                        self.stream_id,
-                    )
-                if not (self._has_room() and ring.fits_all([p.size for p in pieces])):
-                    raise BackpressureError(
-                        f"stream {self.stream_id!r} is full (backpressure='error')",
-                        self.stream_id,
-                    )
-            for piece in pieces:
-                if self.backpressure == "wait":
-                    await self._signal.wait_until(self._room_for(piece.size))
-                    self._check_writable()
-                self._put(piece)
-
-    def _put(self, piece: np.ndarray) -> None:
-        """Copy a piece that fits into the ring and tell the shard where it lies."""
-        offset, end = self._shard.ring.write(piece)
-        self._shard.send(("audio", self._slot, offset, piece.size, end))
-        self._shard.chunks_sent += 1
-        self._in_flight += 1
-        self._samples_pushed += piece.size
-
-    async def flush(self) -> None:
-        """Return once every whole frame pushed so far is processed and its events delivered
-        (as :meth:`VADStream.flush`)."""
-        require_loop(self._done.get_loop(), "ShardedStream.flush()")
-        self._check_writable()
-        async with self._push_lock:
-            self._check_writable()
-            self._flush_token += 1
-            token = self._flush_token
-            self._shard.send(("flush", self._slot, token))
-        await self._flushes.wait_until(
-            lambda: self._flushed >= token or self._state in ("closed", "failed")
-        )
-        if self._error is not None:
-            raise self._error
-
-    async def close(self) -> StreamResult:
-        """End the stream, wait for its last events, and return the whole result
-        (as :meth:`VADStream.close`)."""
-        require_loop(self._done.get_loop(), "ShardedStream.close()")
-        if self._state == "open":
-            self._state = "closing"
-            self._signal.notify()  # a push waiting for room gives up
-        async with self._push_lock:
-            if not self._close_sent and self._state == "closing":
-                self._close_sent = True
-                self._shard.send(("close", self._slot))
-        await asyncio.shield(self._done)
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def _room_for(self, samples: int) -> Callable[[], bool]:
-        def ready() -> bool:
-            return self._state != "open" or self._fits_now(samples)
-
-        return ready
-
-    def _fits_now(self, samples: int) -> bool:
-        """A piece of ``samples`` may be written now: the stream has room, the ring space."""
-        return self._has_room() and self._shard.ring.fits_all([samples])
-
-    def _check_writable(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._state != "open":
-            raise StreamClosedError(f"stream {self.stream_id!r} is closed", self.stream_id)
-
-    def _has_room(self) -> bool:
-        return (
-            self._in_flight < self._max_pending
-            and self._fanout.backlog < self._max_buffered
-            and self._engine._fanout.backlog < self._max_buffered
-        )
-
-    # ---------------------------------------------------------------- events out
-
-    def subscribe(
-        self, handler: Callable[[SpeechEvent], object] | abc.ObserverBase[SpeechEvent]
-    ) -> abc.DisposableBase:
-        """Call ``handler`` with each event from now on (as :meth:`VADStream.subscribe`)."""
-        return self._fanout.subscribe(handler)
-
-    @property
-    def observable(self) -> Observable[SpeechEvent]:
-        """This stream's events as a hot reactivex observable (delivered on the loop)."""
-        return self._fanout.observable
-
-    def events(self) -> EventIterator:
-        """Iterate over start/end events until the stream ends (as :meth:`VADStream.events`)."""
-        require_loop(self._done.get_loop(), "ShardedStream.events()")
-        return self._fanout.events()
-
-    def statistics(self) -> StreamStatistics:
-        """Counters of this stream now (frame counts as last reported by its shard;
-        ``queued_chunks``: chunks sent to the shard and not yet taken by its engine)."""
-        return StreamStatistics(
-            stream_id=self.stream_id,
-            state=self._state,
-            samples_pushed=self._samples_pushed,
-            queued_chunks=self._in_flight,
-            dropped_samples=0,
-            frames_submitted=self._frames_submitted,
-            frames_processed=self._frames_done,
-            slices_in_flight=self._slices_in_flight,
-            events_delivered=self._fanout.delivered,
-            events_buffered=self._fanout.buffered,
-            segments=len(self._segments),
-            handler_errors=self._fanout.handler_errors,
-        )
-
-    # --------------------------------------------------- from the shard (loop)
-
-    def _on_progress(
-        self,
-        taken: int,
-        submitted: int,
-        processed: int,
-        in_flight: int,
-        segments: tuple[Segment, ...],
-    ) -> None:
-        self._in_flight -= taken
-        self._frames_submitted = submitted
-        self._frames_done = processed
-        self._slices_in_flight = in_flight
-        if self._state not in ("closed", "failed"):
-            self._segments.extend(segments)
-        self._signal.notify()
-
-    def _on_event(self, event: SpeechEvent) -> None:
-        if self._state in ("closed", "failed"):
-            return
-        self._fanout.publish(event)
-        self._engine._fanout.publish(event)
-
-    def _on_flushed(self, token: int) -> None:
-        self._flushed = max(self._flushed, token)
-        self._flushes.notify()
-
-    def _on_closed(self, result: StreamResult) -> None:
-        if self._state in ("closed", "failed"):
-            return
-        self._result = result
-        self._segments = list(result.segments)
-        self._state = "closed"
-        self._fanout.complete()
-        self._end()
-
-    def _fail(self, error: StreamFailedError) -> None:
-        if self._state in ("closed", "failed"):
-            return
-        self._error = error
-        self._state = "failed"
-        self._fanout.fail(error)
-        self._engine._fanout.fail(error)
-        self._end()
-
-    def _end(self) -> None:
-        if not self._done.done():
-            self._done.set_result(None)
-        self._engine._forget(self)
-        self._signal.notify()
-        self._flushes.notify()
 
 
 def _check_int(name: str, value: object, minimum: int = 1) -> int:
@@ -770,10 +270,19 @@ class ShardedVADEngine:
         self._shard_timeout = None if shard_timeout is None else float(shard_timeout)
         self._watchdog: asyncio.TimerHandle | None = None
         self._use_uvloop = use_uvloop
-        self._shards: list[_Shard] = []
-        self._retired: list[_Shard] = []
+        self._shards: list[ShardHandle] = []
+        self._retired: list[ShardHandle] = []
         self._reaping: set[asyncio.Task[None]] = set()
-        self._streams: dict[str, ShardedStream] = {}
+        self._streams: dict[str, ShardedStreamPort] = {}
+        self._shard_host: ShardHost | None = None  # made once the loop is known
+        self._stream_host = ShardedStreamHost(
+            publish=self._publish,
+            fail=self._fail_event,
+            events_backlog=self._events_backlog,
+            forget=self._forget,
+            max_pending_chunks=self._max_pending_chunks,
+            max_buffered_events=self._max_buffered,
+        )
         self._opened = 0
         self._sample_rates: frozenset[int] = frozenset()
         self._fanout = EventFanout("the engine", raise_failures=False, on_consumed=self._room_made)
@@ -792,6 +301,18 @@ class ShardedVADEngine:
         assert self._loop is not None
         return self._loop
 
+    def _new_shard(self, index: int, restarts: int) -> ShardHandle:
+        if self._shard_host is None:
+            self._shard_host = ShardHost(
+                loop=self._require_started_loop(),
+                options=self._options,
+                use_uvloop=self._use_uvloop,
+                cpus=self._cpus_for,
+                rates_known=self._rates_known,
+                replace=self._replace,
+            )
+        return ShardHandle(self._shard_host, index, restarts, self._ring_samples)
+
     async def start(self) -> ShardedVADEngine:
         """Start every shard and wait until each is ready; on failure, stop them all."""
         if self._state == "running":
@@ -803,7 +324,7 @@ class ShardedVADEngine:
         self._state = "starting"
         try:
             for index in range(self._num_shards):
-                self._shards.append(_Shard(self, index, 0, self._ring_samples))
+                self._shards.append(self._new_shard(index, 0))
             await asyncio.wait_for(
                 asyncio.gather(*(asyncio.shield(s.ready) for s in self._shards)),
                 self._start_timeout,
@@ -857,7 +378,7 @@ class ShardedVADEngine:
 
     async def _close_all(self) -> None:
         self._state = "closing"
-        streams = list(self._streams.values())
+        streams = [port.stream for port in self._streams.values()]
         results = await asyncio.gather(*(s.close() for s in streams), return_exceptions=True)
         for stream, result in zip(streams, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, StreamFailedError):
@@ -871,12 +392,10 @@ class ShardedVADEngine:
     async def _stop_shards(self) -> None:
         shards = self._shards + self._retired
         await asyncio.gather(*(s.stop(10.0) for s in shards), return_exceptions=True)
-        for stream in list(self._streams.values()):  # only if a shard did not answer
-            stream._fail(
-                StreamFailedError(
-                    f"stream {stream.stream_id!r}: the engine closed before the stream ended",
-                    stream.stream_id,
-                )
+        for port in list(self._streams.values()):  # only if a shard did not answer
+            sid = port.stream.stream_id
+            port.fail(
+                StreamFailedError(f"stream {sid!r}: the engine closed before the stream ended", sid)
             )
 
     aclose = close
@@ -899,7 +418,7 @@ class ShardedVADEngine:
     @property
     def streams(self) -> Mapping[str, ShardedStream]:
         """Open streams by id (a read-only view)."""
-        return dict(self._streams)
+        return {sid: port.stream for sid, port in self._streams.items()}
 
     def shard_pids(self) -> tuple[int | None, ...]:
         """The process id of each shard now (a replaced shard has a new one)."""
@@ -944,7 +463,7 @@ class ShardedVADEngine:
         slot = shard.next_slot
         shard.next_slot += 1
         stream = ShardedStream(
-            self,
+            self._stream_host,
             shard,
             slot,
             stream_id,
@@ -953,14 +472,15 @@ class ShardedVADEngine:
             keep_audio=keep_audio,
             backpressure=backpressure or self._backpressure,
         )
-        shard.streams[slot] = stream
+        port = port_of(stream)
+        shard.streams[slot] = port
         shard.streams_opened += 1
         shard.send(("open", slot, stream_id, rate, stream.config, keep_probabilities, keep_audio))
-        self._streams[stream_id] = stream
+        self._streams[stream_id] = port
         self._opened += 1
         return stream
 
-    def _place(self, stream_id: str) -> _Shard:
+    def _place(self, stream_id: str) -> ShardHandle:
         if self._placement == "hash":
             index = zlib.crc32(stream_id.encode()) % self._num_shards
         else:
@@ -970,7 +490,7 @@ class ShardedVADEngine:
             shard = self._replace(shard)
         return shard
 
-    def _replace(self, shard: _Shard) -> _Shard:
+    def _replace(self, shard: ShardHandle) -> ShardHandle:
         """Start a new process in a failed shard's place (while the engine runs)."""
         if self._state != "running" or self._shards[shard.index] is not shard:
             return shard
@@ -979,9 +499,7 @@ class ShardedVADEngine:
         self._reaping.add(reaping)
         reaping.add_done_callback(self._reaping.discard)
         reaping.add_done_callback(lambda _: self._retired.remove(shard))
-        fresh = self._shards[shard.index] = _Shard(
-            self, shard.index, shard.restarts + 1, self._ring_samples
-        )
+        fresh = self._shards[shard.index] = self._new_shard(shard.index, shard.restarts + 1)
         return fresh
 
     # ---------------------------------------------------------- all streams' events
@@ -1023,15 +541,28 @@ class ShardedVADEngine:
                 )
                 for s in self._shards
             ),
-            streams=tuple(s.statistics() for s in self._streams.values()),
+            streams=tuple(port.stream.statistics() for port in self._streams.values()),
         )
 
-    # ------------------------------------------------------------- from streams
+    # ------------------------------- the streams' and shards' hosts (on the loop)
+
+    def _publish(self, event: SpeechEvent) -> None:
+        self._fanout.publish(event)
+
+    def _fail_event(self, error: StreamFailedError) -> None:
+        self._fanout.fail(error)
+
+    def _events_backlog(self) -> int:
+        return self._fanout.backlog
 
     def _forget(self, stream: ShardedStream) -> None:
-        if self._streams.get(stream.stream_id) is stream:
+        port = self._streams.get(stream.stream_id)
+        if port is not None and port.stream is stream:
             del self._streams[stream.stream_id]
 
+    def _rates_known(self, rates: frozenset[int]) -> None:
+        self._sample_rates = rates
+
     def _room_made(self) -> None:
-        for stream in list(self._streams.values()):
-            stream._signal.notify()
+        for port in list(self._streams.values()):
+            port.room_changed()
