@@ -1,5 +1,5 @@
-"""Event-loop helpers shared by the engines and their streams: the loop check, and the
-wake-up signal their waiting pushes use.
+"""Event-loop helpers shared by the engines and their streams: the loop check, the
+wake-up signal their waiting pushes use, and a callback run once per loop iteration.
 
 An engine and its streams are driven from the loop the engine started on: their
 futures, locks and queues belong to it. Awaiting one of their coroutines on
@@ -61,3 +61,26 @@ class Signal:
                 with contextlib.suppress(ValueError):  # notify() may have taken it already
                     self._waiters.remove(waiter)
                 raise
+
+
+class IterationEnd:
+    """Runs ``callback`` at the end of the current loop iteration, once however often it
+    is asked for in it (one ``call_soon``): what accumulates during the iteration (a
+    stream's pushes, records for a pipe) then leaves as one batch. Calling the callback
+    directly in between is fine; the pending run then finds less to do."""
+
+    __slots__ = ("_callback", "_loop", "_pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._pending = False
+
+    def request(self) -> None:
+        if not self._pending:
+            self._pending = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._pending = False
+        self._callback()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from prevad_rx._loop import IterationEnd
 from prevad_rx._types import AudioChunk, validated_chunk
 
 if TYPE_CHECKING:
@@ -57,12 +58,11 @@ class Outbox:
         self._stream_id = stream_id
         self._sample_rate = sample_rate
         self._send = send
-        self._loop = loop
         self._limit = limit
         self._parts: list[NDArray[np.float32]] = []
         self._samples = 0
         self._end = False
-        self._scheduled = False
+        self._at_iteration_end = IterationEnd(loop, self.send_now)
 
     def __len__(self) -> int:
         return len(self._parts) + self._end
@@ -74,12 +74,12 @@ class Outbox:
         if self._samples >= self._limit:
             self.send_now()
         else:
-            self._schedule()
+            self._at_iteration_end.request()
 
     def add_end(self) -> None:
         """The stream's end: sent with (after) the samples already waiting."""
         self._end = True
-        self._schedule()
+        self._at_iteration_end.request()
 
     def send_now(self) -> None:
         """Send what is waiting at once, as one chunk (nothing if nothing waits)."""
@@ -102,12 +102,3 @@ class Outbox:
         end = self._end
         self._parts, self._end, self._samples = [], False, 0
         return end
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._at_iteration_end)
-
-    def _at_iteration_end(self) -> None:
-        self._scheduled = False
-        self.send_now()

@@ -23,6 +23,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, Literal
 
 from prevad_rx._errors import BackendError, ShardFailedError
+from prevad_rx._loop import IterationEnd
 from prevad_rx._pipes import PipeReader, PipeWriter
 from prevad_rx._shard_ring import ShardRing
 from prevad_rx._shard_worker import shard_main
@@ -68,10 +69,10 @@ class ShardHandle:
         self.chunks_sent = 0
         self.next_slot = 0
         self.outbox: list[tuple[Any, ...]] = []
-        self.send_scheduled = False
         self.fatal: str | None = None
         self.stopping: asyncio.Task[None] | None = None
         self.loop = host.loop
+        self._flush_soon = IterationEnd(self.loop, self.flush_outbox)  # a batch per iteration
         self.ready: asyncio.Future[None] = self.loop.create_future()
         self.ended: asyncio.Future[None] = self.loop.create_future()
         self.last_heard = self.loop.time()
@@ -105,9 +106,8 @@ class ShardHandle:
 
     def send(self, record: tuple[Any, ...]) -> None:
         self.outbox.append(record)
-        if not self.send_scheduled and self.state in ("ready", "closing"):
-            self.send_scheduled = True
-            self.loop.call_soon(self.flush_outbox)
+        if self.state in ("ready", "closing"):
+            self._flush_soon.request()
 
     def send_audio(self, slot: int, offset: int, samples: int, end: int) -> None:
         """A stream's piece of audio now lies in the ring at ``offset``: tell the shard."""
@@ -115,7 +115,6 @@ class ShardHandle:
         self.chunks_sent += 1
 
     def flush_outbox(self) -> None:
-        self.send_scheduled = False
         if not self.outbox or self.state not in ("ready", "closing"):
             return
         batch, self.outbox = self.outbox, []
@@ -172,8 +171,7 @@ class ShardHandle:
                 self.state = "ready"
             if not self.ready.done():
                 self.ready.set_result(None)
-            self.send_scheduled = True
-            self.flush_outbox()
+            self.flush_outbox()  # what was sent while it started
         elif kind == "fatal":
             self.fatal = message[1]
 
@@ -240,7 +238,6 @@ class ShardHandle:
         if not self.ended.done() and self.state in ("ready", "starting"):
             self.state = "closing"
             self.send(("stop",))
-            self.send_scheduled = True
             self.flush_outbox()
         else:
             self.state = "closing" if not self.ended.done() else self.state

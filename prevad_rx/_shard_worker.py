@@ -33,6 +33,7 @@ from typing import Any
 
 from prevad_rx._engine import VADEngine
 from prevad_rx._errors import StreamFailedError
+from prevad_rx._loop import IterationEnd
 from prevad_rx._pipes import PipeReader, PipeWriter
 from prevad_rx._runtime import run
 from prevad_rx._shard_ring import RingReader
@@ -94,7 +95,6 @@ class _ShardRunner:
         self._flushing: set[int] = set()  # slots with flushes whose frames moved
         self._abandoning: dict[str, asyncio.Task[Any]] = {}  # stream id -> its close()
         self._deferred: dict[int, list[tuple[Any, ...]]] = {}  # slot -> records held back
-        self._flush_scheduled = False
         self._acked = 0
         self._writer: PipeWriter | None = None
         self._engine: VADEngine | None = None
@@ -105,6 +105,7 @@ class _ShardRunner:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._flush_soon = IterationEnd(loop, self._flush)  # results: a batch per iteration
         self._writer = PipeWriter(self._results, loop)
         try:
             try:
@@ -396,12 +397,9 @@ class _ShardRunner:
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        self._flush_soon.request()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         for slot_id in self._flushing:
             slot = self._slots.get(slot_id)
             if slot is not None:

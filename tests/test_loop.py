@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from prevad_rx._loop import Signal
+from prevad_rx._loop import IterationEnd, Signal
 
 pytestmark = pytest.mark.anyio
 
@@ -51,3 +51,34 @@ async def test_cancelled_waiters_are_not_kept() -> None:
     task.cancel()
     assert isinstance((await asyncio.gather(task, return_exceptions=True))[0], BaseException)
     assert signal._waiters == []
+
+
+async def test_iteration_end_runs_once_per_iteration_however_often_asked() -> None:
+    runs: list[int] = []
+    soon = IterationEnd(asyncio.get_running_loop(), lambda: runs.append(len(runs)))
+    for _ in range(5):
+        soon.request()
+    assert runs == []  # not before the iteration ends
+    await asyncio.sleep(0)
+    assert runs == [0]
+    await asyncio.sleep(0)
+    assert runs == [0]  # nothing asked: nothing run
+    soon.request()
+    await asyncio.sleep(0)
+    assert runs == [0, 1]
+
+
+async def test_iteration_end_asked_again_by_its_own_callback_runs_in_the_next_iteration() -> None:
+    runs: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def callback() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            soon.request()
+
+    soon = IterationEnd(loop, callback)
+    soon.request()
+    for expected in (1, 2, 3, 3):
+        await asyncio.sleep(0)
+        assert len(runs) == expected
