@@ -252,10 +252,15 @@ class WorkerPool:
         return threading.get_ident() in self._thread_ids
 
     def probe(self) -> Backend:
-        """A started backend, for capability queries (``can_encode``, ``initial_state``) only."""
-        if not self._backends:
-            raise ClosedError("worker pool is not started")
-        return self._backends[0]
+        """A started backend of a worker still serving (not one that was replaced), for
+        capability queries (``can_encode``, ``initial_state``) only."""
+        with self._cond:
+            for ident, backend in self._backend_of.items():
+                if ident not in self._retired:
+                    return backend
+            if self._backends:  # between a replacement and its start
+                return self._backends[-1]
+        raise ClosedError("worker pool is not started")
 
     def statistics(self) -> PoolStatistics:
         with self._cond:
@@ -296,6 +301,8 @@ class WorkerPool:
         finally:
             with self._cond:
                 self._backend_of.pop(threading.get_ident(), None)
+                if len(self._backends) > 1:  # a replaced worker's: not kept alive for ever
+                    self._backends.remove(backend)
             try:
                 backend.close()
             except BaseException:

@@ -215,3 +215,22 @@ async def test_a_cancelled_async_start_closes_the_pool() -> None:
         gate.set()
         _registry._registered.pop("gated-start", None)
     assert pool.closed and pool_threads() <= before  # no worker left
+
+
+@pytest.mark.usefixtures("registered")
+def test_probe_answers_from_a_serving_worker_and_a_replaced_backend_is_let_go() -> None:
+    import time
+
+    with pv.WorkerPool("constant", 2) as pool:
+        first = pool.probe()
+        (ident,) = [i for i, b in pool._backend_of.items() if b is first]
+        pool.replace_worker(ident)  # idle: it exits at once, a new worker takes its place
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+            ident in pool._backend_of or len(pool._backend_of) < 2
+        ):
+            time.sleep(0.01)
+        assert ident not in pool._backend_of and len(pool._backend_of) == 2
+        assert pool.probe() is not first
+        assert first not in pool._backends  # not kept alive by the pool
+        assert len(pool._backends) == 2
