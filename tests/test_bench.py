@@ -166,3 +166,25 @@ def test_share_processes_that_never_report_fail_the_live_bench_at_its_deadline()
         _collect_shares([silent], ctx.Queue(), timeout_s=1)
     silent.join(5)
     assert not silent.is_alive()
+
+
+def test_compare_trees_runs_this_checkout_against_a_revision_in_one_process() -> None:
+    """scripts/compare_trees.py, shrunk: both trees run the closed loop, one ratio each round."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "scripts/compare_trees.py",
+            *("HEAD", "--rounds", "2", "--streams", "2", "--seconds", "1"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("this checkout: median ") and lines[1].startswith("HEAD: median ")
+    assert lines[2].startswith("this checkout / HEAD: median ")
+    assert len(lines[2].split("(")[1].split()) == 2  # one ratio per round
