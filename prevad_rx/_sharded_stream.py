@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from reactivex import Observable, abc
 
 from prevad_rx._audio import AudioInput, model_sample_rate, to_float32_mono
 from prevad_rx._config import VADConfig
 from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
-from prevad_rx._fanout import EventFanout, EventIterator
+from prevad_rx._fanout import EventFanout
 from prevad_rx._loop import Signal, require_loop
-from prevad_rx._stream import StreamState, StreamStatistics
+from prevad_rx._stream import StreamBase, StreamState, StreamStatistics
 from prevad_rx._types import Segment, SpeechEvent, StreamResult
 
 if TYPE_CHECKING:
@@ -81,7 +80,7 @@ def port_of(stream: ShardedStream) -> ShardedStreamPort:
     )
 
 
-class ShardedStream:
+class ShardedStream(StreamBase):
     """One stream inside a :class:`ShardedVADEngine`: the same API as :class:`VADStream`.
 
     Its audio is processed in one shard process; events, segments, counters and
@@ -141,23 +140,6 @@ class ShardedStream:
     def shard(self) -> int:
         """Index of the shard that processes this stream."""
         return self._shard.index
-
-    @property
-    def state(self) -> StreamState:
-        return self._state
-
-    @property
-    def closed(self) -> bool:
-        return self._state != "open"
-
-    @property
-    def error(self) -> StreamFailedError | None:
-        return self._error
-
-    @property
-    def segments(self) -> list[Segment]:
-        """Segments finished so far (as last reported by the shard)."""
-        return list(self._segments)
 
     # ------------------------------------------------------------------ audio in
 
@@ -268,24 +250,6 @@ class ShardedStream:
             and self._fanout.backlog < self._max_buffered
             and self._host.events_backlog() < self._max_buffered
         )
-
-    # ---------------------------------------------------------------- events out
-
-    def subscribe(
-        self, handler: Callable[[SpeechEvent], object] | abc.ObserverBase[SpeechEvent]
-    ) -> abc.DisposableBase:
-        """Call ``handler`` with each event from now on (as :meth:`VADStream.subscribe`)."""
-        return self._fanout.subscribe(handler)
-
-    @property
-    def observable(self) -> Observable[SpeechEvent]:
-        """This stream's events as a hot reactivex observable (delivered on the loop)."""
-        return self._fanout.observable
-
-    def events(self) -> EventIterator:
-        """Iterate over start/end events until the stream ends (as :meth:`VADStream.events`)."""
-        require_loop(self._done.get_loop(), "ShardedStream.events()")
-        return self._fanout.events()
 
     def statistics(self) -> StreamStatistics:
         """Counters of this stream now (frame counts as last reported by its shard;

@@ -115,7 +115,68 @@ class StreamStatistics:
     handler_errors: int
 
 
-class VADStream:
+class StreamBase:
+    """What every stream class shows of its state and its events (``VADStream`` and
+    ``ShardedStream``): set ``_state``, ``_error``, ``_segments``, ``_fanout`` and
+    ``_done`` (a future of the stream's loop)."""
+
+    _state: StreamState
+    _error: StreamFailedError | None
+    _segments: list[Segment]
+    _fanout: EventFanout
+    _done: asyncio.Future[None]
+
+    @property
+    def state(self) -> StreamState:
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        return self._state != "open"
+
+    @property
+    def error(self) -> StreamFailedError | None:
+        return self._error
+
+    @property
+    def segments(self) -> list[Segment]:
+        """Segments finished so far (of a sharded stream: as its shard last reported)."""
+        return list(self._segments)
+
+    def subscribe(
+        self, handler: Callable[[SpeechEvent], object] | abc.ObserverBase[SpeechEvent]
+    ) -> abc.DisposableBase:
+        """Call ``handler`` with each event (start, end, and error) from now on.
+
+        A reactivex observer gets start/end events through ``on_next``, the
+        failure through ``on_error`` and the end of the stream through
+        ``on_completed``. Exceptions raised by a handler are logged on the
+        ``prevad_rx.events`` logger and counted, and never stop the stream.
+        Returns a disposable that unsubscribes.
+        """
+        return self._fanout.subscribe(handler)
+
+    @property
+    def observable(self) -> Observable[SpeechEvent]:
+        """This stream's events as a hot reactivex observable (delivered on the loop)."""
+        return self._fanout.observable
+
+    def events(self) -> EventIterator:
+        """Iterate over start/end events from now until the stream ends.
+
+        Registers at call time, so call it before pushing the audio whose events
+        you want. Raises the stream's :class:`~prevad_rx.StreamFailedError` if it
+        fails. Once it has started reading, while it holds ``max_buffered_events``
+        unread events, ``push()`` waits; until then it holds nothing back but keeps
+        every event for its reader. It is unregistered when its iteration ends,
+        when a consumer that ran is cancelled, on ``aclose()``, or once nothing
+        holds it any more: ``aclose()`` or drop an iterator you will not read.
+        """
+        require_loop(self._done.get_loop(), f"{type(self).__name__}.events()")
+        return self._fanout.events()
+
+
+class VADStream(StreamBase):
     """One stream of audio: push chunks, receive speech events, close for the result.
 
     Created by :meth:`VADEngine.open_stream`; all methods must be called from
@@ -184,23 +245,6 @@ class VADStream:
         )
 
     # ------------------------------------------------------------------ audio in
-
-    @property
-    def state(self) -> StreamState:
-        return self._state
-
-    @property
-    def closed(self) -> bool:
-        return self._state != "open"
-
-    @property
-    def error(self) -> StreamFailedError | None:
-        return self._error
-
-    @property
-    def segments(self) -> list[Segment]:
-        """Segments finished so far."""
-        return list(self._segments)
 
     async def push(self, audio: AudioInput) -> None:
         """Feed the next chunk: float32/float64/int16 ndarray or PCM16-LE bytes.
@@ -360,40 +404,6 @@ class VADStream:
             and self._fanout.backlog < self._max_buffered
             and self._host.events_backlog() < self._max_buffered
         )
-
-    # ---------------------------------------------------------------- events out
-
-    def subscribe(
-        self, handler: Callable[[SpeechEvent], object] | abc.ObserverBase[SpeechEvent]
-    ) -> abc.DisposableBase:
-        """Call ``handler`` with each event (start, end, and error) from now on.
-
-        A reactivex observer gets start/end events through ``on_next``, the
-        failure through ``on_error`` and the end of the stream through
-        ``on_completed``. Exceptions raised by a handler are logged on the
-        ``prevad_rx.events`` logger and counted, and never stop the stream.
-        Returns a disposable that unsubscribes.
-        """
-        return self._fanout.subscribe(handler)
-
-    @property
-    def observable(self) -> Observable[SpeechEvent]:
-        """This stream's events as a hot reactivex observable (delivered on the loop)."""
-        return self._fanout.observable
-
-    def events(self) -> EventIterator:
-        """Iterate over start/end events from now until the stream ends.
-
-        Registers at call time, so call it before pushing the audio whose events
-        you want. Raises the stream's :class:`~prevad_rx.StreamFailedError` if it
-        fails. Once it has started reading, while it holds ``max_buffered_events``
-        unread events, ``push()`` waits; until then it holds nothing back but keeps
-        every event for its reader. It is unregistered when its iteration ends,
-        when a consumer that ran is cancelled, on ``aclose()``, or once nothing
-        holds it any more: ``aclose()`` or drop an iterator you will not read.
-        """
-        require_loop(self._done.get_loop(), "VADStream.events()")
-        return self._fanout.events()
 
     # --------------------------- for a driver on the loop that need not await
 

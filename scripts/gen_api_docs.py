@@ -43,9 +43,27 @@ def _signature(obj: Any) -> str:
         return "(...)"
 
 
+def _internal(cls: type) -> bool:
+    """A prevad_rx class the API does not export (a base whose members count as the
+    subclass's own)."""
+    exported = any(getattr(module, cls.__name__, None) is cls for _, module, _ in SECTIONS)
+    return cls.__module__.startswith("prevad_rx") and not exported
+
+
+def _own_and_internal(cls: type) -> dict[str, Any]:
+    """The class's members, then those it inherits from internal bases."""
+    members: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if klass is not cls and not _internal(klass):
+            continue
+        for name, member in vars(klass).items():
+            members.setdefault(name, member)
+    return members
+
+
 def _members(cls: type) -> list[str]:
     lines = []
-    for name, member in cls.__dict__.items():
+    for name, member in _own_and_internal(cls).items():
         if name.startswith("_") and name not in ("__aenter__", "__enter__"):
             continue
         if isinstance(member, property):
@@ -63,7 +81,7 @@ def _members(cls: type) -> list[str]:
 def _entry(module_name: str, name: str, obj: Any) -> list[str]:
     lines = [f"### `{name}`", ""]
     if inspect.isclass(obj):
-        bases = ", ".join(b.__name__ for b in obj.__bases__ if b is not object)
+        bases = ", ".join(b.__name__ for b in obj.__bases__ if b is not object and not _internal(b))
         lines.append(f"*class*{f' ({bases})' if bases else ''}")
         lines += ["", "```python", f"{name}{_signature(obj)}", "```", ""]
         if _doc(obj):
