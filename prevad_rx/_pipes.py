@@ -67,7 +67,7 @@ class PipeWriter:
                 written = os.write(self._fd, part)
             except BlockingIOError:
                 break
-            except OSError:  # the user's process is gone
+            except OSError:  # the reading process is gone
                 self._give_up()
                 return
             if written == len(part):
@@ -77,15 +77,12 @@ class PipeWriter:
         if self._pending and not self._watching:
             self._watching = True
             self._loop.add_writer(self._fd, self._write_some)
-        elif not self._pending and self._watching:
-            self._watching = False
-            self._loop.remove_writer(self._fd)
+        elif not self._pending:
+            self._stop_watching()
 
     def drain(self) -> None:
         """Write everything still queued, blocking (at the end, when the loop stops)."""
-        if self._watching:
-            self._watching = False
-            self._loop.remove_writer(self._fd)
+        self._stop_watching()
         if self.closed or not self._pending:
             return
         os.set_blocking(self._fd, True)
@@ -104,6 +101,9 @@ class PipeWriter:
     def _give_up(self) -> None:
         self.closed = True
         self._pending.clear()
+        self._stop_watching()
+
+    def _stop_watching(self) -> None:
         if self._watching:
             self._watching = False
             self._loop.remove_writer(self._fd)
