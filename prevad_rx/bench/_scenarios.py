@@ -86,6 +86,14 @@ class BenchOptions:
             self.stream_counts = (2, 4)
 
 
+async def warm_up(engine: VADEngine | ShardedVADEngine, audio: np.ndarray) -> None:
+    """Run ``audio`` through a throw-away stream: the first calls allocate, so a timed
+    part starts warm."""
+    warm = engine.open_stream("warm-up")
+    await warm.push(audio)
+    await warm.close()
+
+
 def speech(seconds: float) -> np.ndarray:
     """The bundled 16 kHz speech recording, repeated to at least ``seconds``."""
     import soundfile as sf
@@ -269,10 +277,7 @@ async def engine_offline(
     """Wall and CPU seconds for ``streams`` streams each pushing ``audio`` in 2 s chunks
     as fast as the engine takes them (after a warm-up stream)."""
     async with VADEngine(backend, workers, backend_options=backend_options) as engine:
-        # warm-up: first calls allocate
-        warm = engine.open_stream("warm-up")
-        await warm.push(audio[: 16000 * 4])
-        await warm.close()
+        await warm_up(engine, audio[: 16000 * 4])
 
         async def one(index: int) -> None:
             stream = engine.open_stream(f"s{index}")
@@ -308,9 +313,7 @@ def chunk_latency(options: BenchOptions) -> dict[str, Any]:
 
 async def _chunk_latency(audio: np.ndarray, workers: int) -> dict[str, float]:
     async with VADEngine(num_workers=workers) as engine:
-        warm = engine.open_stream("warm-up")
-        await warm.push(audio[:64000])
-        await warm.close()
+        await warm_up(engine, audio[:64000])
         stream = engine.open_stream("s")
         pushed_at: list[tuple[int, float]] = []  # (end sample of the chunk, push time)
         event_delays: list[float] = []
@@ -631,9 +634,7 @@ def _memory_in_process(count: int, workers: int) -> dict[str, Any]:
 async def _memory(count: int, workers: int) -> dict[str, Any]:
     audio = speech(2)
     async with VADEngine(num_workers=workers) as engine:
-        warm = engine.open_stream("warm-up")
-        await warm.push(audio[:32000])
-        await warm.close()
+        await warm_up(engine, audio[:32000])
         gc.collect()
         before = rss_mb()
         threads_before = threading.active_count()
@@ -799,9 +800,7 @@ async def _packets_engine(
 ) -> dict[str, float]:
     sources = _packet_sources(audio, streams, seconds)
     async with make() as engine:
-        warm = engine.open_stream("warm-up")
-        await warm.push(audio[:32000])
-        await warm.close()
+        await warm_up(engine, audio[:32000])
         handles = [engine.open_stream(f"s{i}") for i in range(streams)]
 
         async def feed(index: int) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 from prevad_rx._engine import VADEngine
 from prevad_rx._runtime import run
 from prevad_rx._sharded import ShardedVADEngine
-from prevad_rx.bench._scenarios import BenchOptions, live_capacity, speech
+from prevad_rx.bench._scenarios import BenchOptions, live_capacity, speech, warm_up
 
 __all__: list[str] = []  # run through scripts/bench_shards.py
 
@@ -48,9 +48,7 @@ async def _drive(
     """Wall and CPU seconds (this process) for ``streams`` streams pushing ``audio`` in
     ``step``-sample pieces, every stream in turn, then closing."""
     async with make() as engine:
-        warm = engine.open_stream("warm-up")
-        await warm.push(audio[:32000])
-        await warm.close()
+        await warm_up(engine, audio[:32000])
         handles = [engine.open_stream(f"s{i}") for i in range(streams)]
         gc.collect()
         wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -137,9 +135,7 @@ async def _closed_loop(streams: int, audio: np.ndarray) -> tuple[float, float]:
     next 32 ms packet as soon as the last was processed (a one-worker ``VADEngine``)."""
     packets_each = audio.size // 512 - 32
     async with VADEngine(num_workers=1) as engine:
-        warm = engine.open_stream("warm-up")
-        await warm.push(audio[:32000])
-        await warm.close()
+        await warm_up(engine, audio[:32000])
         handles = [engine.open_stream(f"s{i}") for i in range(streams)]
 
         async def feed(index: int, stream: Any) -> None:
