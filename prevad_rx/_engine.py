@@ -55,6 +55,7 @@ from prevad_rx._stream import (
     StreamPort,
     StreamStatistics,
     VADStream,
+    check_policy,
     port_of,
 )
 from prevad_rx._types import AudioChunk, AudioSlice, FrameProbabilities, SpeechEvent, StreamFailure
@@ -85,11 +86,6 @@ class EngineStatistics:
     pool: PoolStatistics
     stage: StageStatistics | None
     streams: tuple[StreamStatistics, ...]
-
-
-def _check_policy(policy: object) -> None:
-    if policy not in ("wait", "drop_oldest", "error"):
-        raise ConfigError(f"backpressure must be 'wait', 'drop_oldest' or 'error', got {policy!r}")
 
 
 def _check_operators(name: str, chain: object) -> None:
@@ -171,7 +167,7 @@ class VADEngine:
     ) -> None:
         if config is not None and not isinstance(config, VADConfig):
             raise ConfigError(f"config must be a VADConfig, got {config!r}")
-        _check_policy(backpressure)
+        check_policy(backpressure)
         for name, value in (
             ("max_pending_slices", max_pending_slices),
             ("max_buffered_events", max_buffered_events),
@@ -445,7 +441,7 @@ class VADEngine:
         if config is not None and not isinstance(config, VADConfig):
             raise ConfigError(f"config must be a VADConfig, got {config!r}")
         if backpressure is not None:
-            _check_policy(backpressure)
+            check_policy(backpressure)
         stream = VADStream(
             self._host,
             stream_id,

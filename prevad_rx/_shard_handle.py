@@ -134,11 +134,11 @@ class ShardHandle:
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "progress":
-            _, slot, taken, submitted, processed, in_flight, segments = message
+            _, slot, taken, submitted, processed, in_flight, dropped, segments = message
             stream = self.streams.get(slot)
             if stream is not None:
                 self.frames_processed += processed - stream.frames_processed()
-                stream.on_progress(taken, submitted, processed, in_flight, segments)
+                stream.on_progress(taken, submitted, processed, in_flight, dropped, segments)
         elif kind == "ack":
             self.ring.ack(message[1])
             for stream in self.streams.values():

@@ -11,7 +11,8 @@ commands, whatever the user's process does):
 
 * ``("ready", pid, sample_rates)`` / ``("fatal", message)`` once at start;
 * ``("ack", position)``: ring space consumed up to ``position``;
-* ``("progress", slot, taken, frames_submitted, frames_processed, slices_in_flight, segments)``;
+* ``("progress", slot, taken, frames_submitted, frames_processed, slices_in_flight,
+  dropped_samples, segments)``;
 * ``("event", slot, event)``, ``("flushed", slot, token)``, ``("closed", slot, result)``;
 * ``("failed", slot, error, cause)``: the stream failed (its later records are dropped);
 * ``("alive",)`` every ``HEARTBEAT_INTERVAL`` s while the shard's loop runs;
@@ -37,7 +38,7 @@ from prevad_rx._loop import IterationEnd
 from prevad_rx._pipes import PipeReader, PipeWriter
 from prevad_rx._runtime import run
 from prevad_rx._shard_ring import RingReader
-from prevad_rx._stream import VADStream
+from prevad_rx._stream import BackpressurePolicy, VADStream
 from prevad_rx._types import Segment, SpeechEvent
 
 __all__: list[str] = []  # internal to ShardedVADEngine
@@ -201,6 +202,7 @@ class _ShardRunner:
         config: Any,
         keep_probabilities: bool,
         keep_audio: bool,
+        backpressure: BackpressurePolicy,
     ) -> None:
         assert self._engine is not None
         try:
@@ -210,6 +212,7 @@ class _ShardRunner:
                 config=config,
                 keep_probabilities=keep_probabilities,
                 keep_audio=keep_audio,
+                backpressure=backpressure,
             )
         except Exception as exc:  # noqa: BLE001 - fails this stream only
             self._post(("failed", slot_id, *portable_error(exc, stream_id)))
@@ -388,6 +391,7 @@ class _ShardRunner:
                 stats.frames_submitted,
                 stats.frames_processed,
                 stats.slices_in_flight,
+                stats.dropped_samples,
                 new_segments,
             )
         )

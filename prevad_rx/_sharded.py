@@ -53,7 +53,7 @@ from prevad_rx._fanout import EventFanout, EventIterator
 from prevad_rx._loop import require_loop
 from prevad_rx._shard_handle import ShardHandle, ShardHost, ShardState
 from prevad_rx._sharded_stream import ShardedStream, ShardedStreamHost, ShardedStreamPort, port_of
-from prevad_rx._stream import StreamStatistics
+from prevad_rx._stream import BackpressurePolicy, StreamStatistics, check_policy
 from prevad_rx._types import SpeechEvent
 from prevad_rx.operators import DEFAULT_FRAMES_PER_SLICE
 
@@ -167,7 +167,10 @@ class ShardedVADEngine:
         max_pending_chunks: per stream, chunks sent to its shard and not yet taken
             by its engine before ``push()`` waits.
         ring_samples: samples each shard's shared memory ring holds (float32).
-        backpressure: ``"wait"`` or ``"error"`` (see :meth:`ShardedStream.push`).
+        backpressure: ``"wait"``, ``"drop_oldest"`` or ``"error"`` (see
+            :meth:`ShardedStream.push`); streams may override it.
+        max_queued_chunks: pieces a ``"drop_oldest"`` stream holds back, here and in
+            its shard, before dropping the oldest.
         start_timeout: seconds each shard may take to start.
         cpu_affinity: pin each shard's process to CPUs (Linux): ``"spread"`` gives shard
             ``i`` its own ``workers_per_shard`` CPUs in turn; a sequence gives shard ``i``
@@ -197,7 +200,8 @@ class ShardedVADEngine:
         placement: Placement = "least_loaded",
         max_pending_chunks: int = 16,
         ring_samples: int = 1 << 20,
-        backpressure: Literal["wait", "error"] = "wait",
+        backpressure: BackpressurePolicy = "wait",
+        max_queued_chunks: int = 64,
         start_timeout: float = 60.0,
         shard_timeout: float | None = 30.0,
         cpu_affinity: Sequence[Collection[int]] | Literal["spread"] | None = None,
@@ -219,11 +223,8 @@ class ShardedVADEngine:
         self._max_buffered = _check_int("max_buffered_events", max_buffered_events)
         if placement not in ("least_loaded", "hash"):
             raise ConfigError(f"placement must be 'least_loaded' or 'hash', got {placement!r}")
-        if backpressure not in ("wait", "error"):
-            raise ConfigError(
-                f"backpressure must be 'wait' or 'error' for a ShardedVADEngine, "
-                f"got {backpressure!r}"
-            )
+        check_policy(backpressure)
+        self._max_queued = _check_int("max_queued_chunks", max_queued_chunks)
         if (
             isinstance(start_timeout, bool)
             or not isinstance(start_timeout, int | float)
@@ -247,6 +248,7 @@ class ShardedVADEngine:
             "frames_per_slice": frames_per_slice,
             "max_pending_slices": max_pending_slices,
             "max_buffered_events": max_buffered_events,
+            "max_queued_chunks": max_queued_chunks,
             "slice_timeout_factor": slice_timeout_factor,
             "min_slice_timeout": min_slice_timeout,
             "audio_operators": audio_operators,
@@ -265,7 +267,7 @@ class ShardedVADEngine:
             ) from exc
         self.config = config or VADConfig()
         self._placement: Placement = placement
-        self._backpressure: Literal["wait", "error"] = backpressure
+        self._backpressure: BackpressurePolicy = backpressure
         self._start_timeout = float(start_timeout)
         self._shard_timeout = None if shard_timeout is None else float(shard_timeout)
         self._watchdog: asyncio.TimerHandle | None = None
@@ -282,6 +284,7 @@ class ShardedVADEngine:
             forget=self._forget,
             max_pending_chunks=self._max_pending_chunks,
             max_buffered_events=self._max_buffered,
+            max_queued_chunks=self._max_queued,
         )
         self._opened = 0
         self._sample_rates: frozenset[int] = frozenset()
@@ -434,7 +437,7 @@ class ShardedVADEngine:
         config: VADConfig | None = None,
         keep_probabilities: bool = False,
         keep_audio: bool = False,
-        backpressure: Literal["wait", "error"] | None = None,
+        backpressure: BackpressurePolicy | None = None,
     ) -> ShardedStream:
         """Open a stream in one shard (as :meth:`VADEngine.open_stream`)."""
         if self._state != "running":
@@ -457,8 +460,8 @@ class ShardedVADEngine:
             )
         if config is not None and not isinstance(config, VADConfig):
             raise ConfigError(f"config must be a VADConfig, got {config!r}")
-        if backpressure is not None and backpressure not in ("wait", "error"):
-            raise ConfigError(f"backpressure must be 'wait' or 'error', got {backpressure!r}")
+        if backpressure is not None:
+            check_policy(backpressure)
         shard = self._place(stream_id)
         slot = shard.next_slot
         shard.next_slot += 1
@@ -475,7 +478,18 @@ class ShardedVADEngine:
         port = port_of(stream)
         shard.streams[slot] = port
         shard.streams_opened += 1
-        shard.send(("open", slot, stream_id, rate, stream.config, keep_probabilities, keep_audio))
+        shard.send(
+            (
+                "open",
+                slot,
+                stream_id,
+                rate,
+                stream.config,
+                keep_probabilities,
+                keep_audio,
+                stream.backpressure,
+            )
+        )
         self._streams[stream_id] = port
         self._opened += 1
         return stream

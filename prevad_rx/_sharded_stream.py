@@ -10,9 +10,10 @@ its :class:`ShardedStreamPort`. It calls its engine only through a
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from prevad_rx._config import VADConfig
 from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
 from prevad_rx._fanout import EventFanout
 from prevad_rx._loop import Signal, require_loop
-from prevad_rx._stream import StreamBase, StreamState, StreamStatistics
+from prevad_rx._stream import BackpressurePolicy, StreamBase, StreamState, StreamStatistics
 from prevad_rx._types import Segment, SpeechEvent, StreamResult
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ class ShardedStreamHost:
     forget: Callable[[ShardedStream], None]
     max_pending_chunks: int
     max_buffered_events: int
+    #: pieces a ``"drop_oldest"`` stream holds back before dropping the oldest
+    max_queued_chunks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +55,9 @@ class ShardedStreamPort:
     prevad_rx). Made by :func:`port_of`; each field is the stream's own handler."""
 
     stream: ShardedStream
-    #: the shard took chunks and reports its counters and new segments
-    on_progress: Callable[[int, int, int, int, tuple[Segment, ...]], None]
+    #: the shard took chunks and reports its counters (taken, frames submitted, frames
+    #: processed, slices in flight, samples it dropped) and new segments
+    on_progress: Callable[[int, int, int, int, int, tuple[Segment, ...]], None]
     on_event: Callable[[SpeechEvent], None]
     #: the shard answered the flush with this token
     on_flushed: Callable[[int], None]
@@ -97,7 +101,7 @@ class ShardedStream(StreamBase):
         config: VADConfig,
         *,
         keep_audio: bool,
-        backpressure: Literal["wait", "error"],
+        backpressure: BackpressurePolicy,
     ) -> None:
         self.stream_id = stream_id
         self.sample_rate = sample_rate
@@ -110,6 +114,10 @@ class ShardedStream(StreamBase):
         self._slot = slot
         self._max_pending = host.max_pending_chunks
         self._max_buffered = host.max_buffered_events
+        self._max_queued = host.max_queued_chunks
+        self._queued: deque[np.ndarray] = deque()  # "drop_oldest": pieces waiting for room
+        self._dropped_samples = 0  # by this side's queue
+        self._shard_dropped = 0  # by the shard's stream, as last reported
         self._push_lock = asyncio.Lock()
         self._signal = Signal()  # room for a waiting push (acks, progress, reads, the end)
         self._flushes = Signal()  # a waiting flush: its token came back, or the stream ended
@@ -151,6 +159,11 @@ class ShardedStream(StreamBase):
         its shard not yet taken, too many unread events, or the ring is full,
         ``"wait"`` waits and ``"error"`` raises :class:`BackpressureError` (taking
         nothing; with ``"error"`` a chunk may hold at most half of ``ring_samples``).
+        ``"drop_oldest"`` returns at once: the chunk waits here (in pieces of at
+        most a quarter of the ring) until there is room, and once more than
+        ``max_queued_chunks`` pieces wait the oldest is dropped; inside the shard
+        the stream drops the same way when its engine falls behind. Dropped audio
+        is left out of the stream and counted in ``statistics().dropped_samples``.
         """
         require_loop(self._done.get_loop(), "ShardedStream.push()")
         self._check_writable()
@@ -162,11 +175,16 @@ class ShardedStream(StreamBase):
         if (
             samples.size <= step
             and not self._push_lock.locked()  # no earlier push still waiting: order kept
+            and not self._queued
             and self._fits_now(samples.size)
         ):
             self._put(samples)  # the common case: room now, nothing to wait for
+            self._samples_pushed += samples.size
             return
         pieces = [samples[i : i + step] for i in range(0, samples.size, step)]
+        if self.backpressure == "drop_oldest":
+            self._queue(pieces)
+            return
         async with self._push_lock:
             if self.backpressure == "error":
                 self._check_writable()
@@ -187,13 +205,32 @@ class ShardedStream(StreamBase):
                     await self._signal.wait_until(self._room_for(piece.size))
                     self._check_writable()
                 self._put(piece)
+                self._samples_pushed += piece.size
 
     def _put(self, piece: np.ndarray) -> None:
         """Copy a piece that fits into the ring and tell the shard where it lies."""
         offset, end = self._shard.ring.write(piece)
         self._shard.send_audio(self._slot, offset, piece.size, end)
         self._in_flight += 1
-        self._samples_pushed += piece.size
+
+    def _queue(self, pieces: list[np.ndarray]) -> None:
+        """Policy "drop_oldest": hold copies of the pieces back, newest kept, and send
+        what fits now."""
+        for piece in pieces:
+            self._queued.append(piece.copy())  # the caller may reuse its array
+            self._samples_pushed += piece.size
+        while len(self._queued) > self._max_queued:
+            self._dropped_samples += self._queued.popleft().size
+        self._admit_queued()
+
+    def _admit_queued(self) -> None:
+        """Send queued pieces, oldest first, while they fit (on the loop)."""
+        queued = self._queued
+        while queued and self._state in ("open", "closing") and self._fits_now(queued[0].size):
+            self._put(queued.popleft())
+
+    def _queue_sent(self) -> bool:
+        return not self._queued or self._state in ("closed", "failed")
 
     async def flush(self) -> None:
         """Return once every whole frame pushed so far is processed and its events delivered
@@ -202,9 +239,11 @@ class ShardedStream(StreamBase):
         self._check_writable()
         async with self._push_lock:
             self._check_writable()
+            await self._signal.wait_until(self._queue_sent)  # "drop_oldest": after the queue
             self._flush_token += 1
             token = self._flush_token
-            self._shard.send(("flush", self._slot, token))
+            if self._state not in ("closed", "failed"):
+                self._shard.send(("flush", self._slot, token))
         await self._flushes.wait_until(
             lambda: self._flushed >= token or self._state in ("closed", "failed")
         )
@@ -219,6 +258,7 @@ class ShardedStream(StreamBase):
             self._state = "closing"
             self._signal.notify()  # a push waiting for room gives up
         async with self._push_lock:
+            await self._signal.wait_until(self._queue_sent)  # queued audio goes first
             if not self._close_sent and self._state == "closing":
                 self._close_sent = True
                 self._shard.send(("close", self._slot))
@@ -253,13 +293,15 @@ class ShardedStream(StreamBase):
 
     def statistics(self) -> StreamStatistics:
         """Counters of this stream now (frame counts as last reported by its shard;
-        ``queued_chunks``: chunks sent to the shard and not yet taken by its engine)."""
+        ``queued_chunks``: chunks sent to the shard and not yet taken by its engine, and
+        pieces a ``"drop_oldest"`` stream holds back; ``dropped_samples``: dropped here
+        and in the shard)."""
         return StreamStatistics(
             stream_id=self.stream_id,
             state=self._state,
             samples_pushed=self._samples_pushed,
-            queued_chunks=self._in_flight,
-            dropped_samples=0,
+            queued_chunks=self._in_flight + len(self._queued),
+            dropped_samples=self._dropped_samples + self._shard_dropped,
             frames_submitted=self._frames_submitted,
             frames_processed=self._frames_done,
             slices_in_flight=self._slices_in_flight,
@@ -275,7 +317,10 @@ class ShardedStream(StreamBase):
         return self._frames_done
 
     def _room_changed(self) -> None:
-        """Room in the ring, the shard or a reader: waiting pushes look again."""
+        """Room in the ring, the shard or a reader: queued audio goes on, waiting pushes
+        look again."""
+        if self._queued:
+            self._admit_queued()
         self._signal.notify()
 
     def _on_progress(
@@ -284,15 +329,17 @@ class ShardedStream(StreamBase):
         submitted: int,
         processed: int,
         in_flight: int,
+        dropped: int,
         segments: tuple[Segment, ...],
     ) -> None:
         self._in_flight -= taken
         self._frames_submitted = submitted
         self._frames_done = processed
         self._slices_in_flight = in_flight
+        self._shard_dropped = dropped
         if self._state not in ("closed", "failed"):
             self._segments.extend(segments)
-        self._signal.notify()
+        self._room_changed()
 
     def _on_event(self, event: SpeechEvent) -> None:
         if self._state in ("closed", "failed"):
@@ -318,6 +365,7 @@ class ShardedStream(StreamBase):
             return
         self._error = error
         self._state = "failed"
+        self._queued.clear()  # its audio goes nowhere now
         self._fanout.fail(error)
         self._host.fail(error)
         self._end()

@@ -21,7 +21,12 @@ from reactivex import Observable, abc
 
 from prevad_rx._audio import AudioInput, model_sample_rate, to_float32_mono
 from prevad_rx._config import VADConfig
-from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
+from prevad_rx._errors import (
+    BackpressureError,
+    ConfigError,
+    StreamClosedError,
+    StreamFailedError,
+)
 from prevad_rx._fanout import EventFanout, EventIterator
 from prevad_rx._loop import Signal, require_loop
 from prevad_rx._outbox import Outbox, owned
@@ -44,6 +49,12 @@ __all__ = ["BackpressurePolicy", "StreamState", "StreamStatistics", "VADStream"]
 StreamState = Literal["open", "closing", "closed", "failed"]
 #: What ``push()`` does when the stream is full.
 BackpressurePolicy = Literal["wait", "drop_oldest", "error"]
+
+
+def check_policy(policy: object) -> None:
+    """Raise :class:`~prevad_rx.ConfigError` unless ``policy`` is a :data:`BackpressurePolicy`."""
+    if policy not in ("wait", "drop_oldest", "error"):
+        raise ConfigError(f"backpressure must be 'wait', 'drop_oldest' or 'error', got {policy!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,11 +95,18 @@ def _is_end(event: pv.SpeechEvent) -> bool:
 
 def reference(pool: pv.WorkerPool, fixture: GoldenFixture) -> pv.StreamResult:
     """The in-process engine's result for a fixture, in one chunk."""
+    return pool_result(pool, fixture.audio, fixture.sample_rate)
+
+
+def pool_result(
+    pool: pv.WorkerPool, audio: np.ndarray, sample_rate: int = 16000
+) -> pv.StreamResult:
+    """The in-process engine's result for ``audio``, in one chunk."""
 
     async def main() -> pv.StreamResult:
         async with pv.VADEngine(pool=pool) as engine:
-            stream = engine.open_stream(sample_rate=fixture.sample_rate, keep_probabilities=True)
-            await stream.push(fixture.audio)
+            stream = engine.open_stream(sample_rate=sample_rate, keep_probabilities=True)
+            await stream.push(audio)
             return await stream.close()
 
     return asyncio.run(main())
@@ -411,6 +418,72 @@ def test_backpressure_operators_and_close_with_open_streams(
     assert_nothing_left(names)
 
 
+def test_drop_oldest_never_waits_keeps_the_newest_and_counts_what_it_drops(
+    pool: pv.WorkerPool, speech16k: GoldenFixture
+) -> None:
+    """A "drop_oldest" stream whose shard reads nothing (stopped): its pushes return at
+    once, the newest max_queued_chunks pieces wait and older ones are dropped and counted;
+    once the shard runs again the waiting audio is processed before flush() returns and
+    the result is exactly the in-process engine's on the audio that was kept."""
+    audio = speech16k.audio
+    packets = [audio[i : i + 512] for i in range(0, 512 * 100, 512)]
+    kept_audio = np.concatenate(packets[:2] + packets[-5:])  # 2 in the shard, 5 queued
+
+    async def main() -> tuple[pv.StreamResult, pv.StreamStatistics, pv.StreamStatistics]:
+        engine = pv.ShardedVADEngine(
+            shards=1, max_pending_chunks=2, max_queued_chunks=5, shard_timeout=None
+        )
+        async with engine:
+            stream = engine.open_stream("live", keep_probabilities=True, backpressure="drop_oldest")
+            pid = engine.shard_pids()[0]
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for packet in packets:  # would wait for good if a push waited for room
+                    await asyncio.wait_for(stream.push(packet), 5)
+                held = stream.statistics()
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await stream.flush()
+            flushed = stream.statistics()
+            return await stream.close(), held, flushed
+
+    result, held, flushed = pv.run(main())
+    assert held.queued_chunks == 2 + 5 and held.samples_pushed == 512 * 100
+    assert held.dropped_samples == flushed.dropped_samples == 512 * 93
+    assert flushed.frames_processed == 7 and flushed.queued_chunks == 0
+    assert result.num_samples == held.samples_pushed - held.dropped_samples
+    want = pool_result(pool, kept_audio)
+    assert result.probabilities is not None and want.probabilities is not None
+    np.testing.assert_array_equal(result.probabilities, want.probabilities)
+    assert multiprocessing.active_children() == []
+
+
+def test_drop_oldest_in_a_shard_whose_engine_falls_behind(speech16k: GoldenFixture) -> None:
+    """Two-second chunks pushed far faster than a one-slice budget lets the shard's engine
+    take them: the shard drops the oldest waiting chunks, the stream's statistics count
+    those drops, and everything pushed is either processed or counted as dropped."""
+    chunk = speech16k.audio[:32000]
+
+    async def main() -> tuple[pv.StreamResult, pv.StreamStatistics]:
+        engine = pv.ShardedVADEngine(
+            shards=1, backpressure="drop_oldest", max_pending_slices=1, max_queued_chunks=2
+        )
+        async with engine:
+            stream = engine.open_stream("fast")
+            for _ in range(12):  # fewer than max_pending_chunks: all go to the shard at once
+                await stream.push(chunk)
+            await stream.flush()
+            stats = stream.statistics()
+            return await stream.close(), stats
+
+    result, stats = pv.run(main())
+    assert stats.samples_pushed == 12 * 32000 and stats.dropped_samples > 0
+    assert stats.dropped_samples % 32000 == 0  # whole chunks
+    assert result.num_samples == stats.samples_pushed - stats.dropped_samples
+    assert stats.frames_processed == result.num_samples // 512
+
+
 def lambda_operator() -> Callable[[Observable[Any]], Observable[Any]]:
     return ops.map(lambda c: c)
 
@@ -421,7 +494,8 @@ def lambda_operator() -> Callable[[Observable[Any]], Observable[Any]]:
         ({"shards": 0}, "shards must be an int >= 1"),
         ({"workers_per_shard": True}, "workers_per_shard"),
         ({"placement": "random"}, "placement"),
-        ({"backpressure": "drop_oldest"}, "'wait' or 'error'"),
+        ({"backpressure": "sometimes"}, "'wait', 'drop_oldest' or 'error'"),
+        ({"max_queued_chunks": 0}, "max_queued_chunks"),
         ({"ring_samples": 100}, "ring_samples"),
         ({"start_timeout": 0}, "start_timeout"),
         ({"shard_timeout": 0.5}, "shard_timeout"),
