@@ -208,6 +208,8 @@ class ShardHandle:
         if not expected:
             self.process.join(0.1)  # it has closed its pipe: its exit status is due
         why = self.fatal or _exit_reason(self.process.exitcode)
+        if self.fatal is None and not self.ready.done():
+            why += f" before it was ready (its stderr says why). {_MAIN_GUARD_HINT}"
         error = BackendError(f"shard {self.index} (process {self.pid}) ended: {why}")
         if not self.ready.done():
             self.ready.set_exception(error)
@@ -246,6 +248,13 @@ class ShardHandle:
         await self.loop.run_in_executor(None, _reap, self.process, 2.0)
         self.lost()  # no-op once ended; else closes what is left
         self.process.close()
+
+
+#: the usual reason a spawned shard exits before it is ready
+_MAIN_GUARD_HINT = (
+    "Shards are spawned and import the main module: a script that starts the engine "
+    "when imported must do so under 'if __name__ == \"__main__\":'."
+)
 
 
 def _exit_reason(code: int | None) -> str:

@@ -603,6 +603,26 @@ def test_a_shard_that_cannot_start_fails_start_with_its_reason() -> None:
         _registry._registered.pop("registered-here-only", None)
 
 
+def test_a_script_without_the_main_guard_is_told_what_to_add(tmp_path: Path) -> None:
+    """A script that starts a ShardedVADEngine when imported (no ``__main__`` guard): its
+    shards die while the spawn imports the script, and the error says what to add."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import prevad_rx as pv\n\n"
+        "async def main():\n"
+        "    async with pv.ShardedVADEngine(shards=1):\n"
+        "        pass\n\n"
+        "pv.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("prevad_rx._errors.BackendError: shard 0"), done.stderr[-2000:]
+    assert "before it was ready" in last and 'if __name__ == "__main__":' in last
+
+
 def test_the_shard_packet_benchmark_runs_both_engines() -> None:
     """scripts/bench_shards.py's packet scenario, shrunk: both engines take every packet."""
     from prevad_rx.bench._scenarios import BenchOptions
