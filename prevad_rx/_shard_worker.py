@@ -260,13 +260,13 @@ class _ShardRunner:
             self._flushing.add(slot_id)  # its frames may all be processed already
         else:
             return False
-        self._schedule_flush()
+        self._flush_soon.request()
         return True
 
     def _frames_moved(self, slot_id: int, slot: _Slot) -> None:
         if slot.flushes:
             self._flushing.add(slot_id)
-            self._schedule_flush()
+            self._flush_soon.request()
 
     def _resolve_flushes(self, slot_id: int, slot: _Slot) -> None:
         """Report the latest flush whose frames are all processed (with the counters)."""
@@ -315,7 +315,7 @@ class _ShardRunner:
                     if kind == "close":
                         self._slots.pop(slot_id, None)
                     self._dirty.add(slot_id)
-                self._schedule_flush()
+                self._flush_soon.request()
         finally:
             slot.task = None
             if slot.failed:
@@ -370,7 +370,7 @@ class _ShardRunner:
             if ticks % every == 0:
                 self._post(("alive",))
             elif self._dirty:
-                self._schedule_flush()
+                self._flush_soon.request()
 
     # ------------------------------------------------------------------ results
 
@@ -398,9 +398,6 @@ class _ShardRunner:
 
     def _post(self, message: tuple[Any, ...]) -> None:
         self._out.append(message)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
         self._flush_soon.request()
 
     def _flush(self) -> None:
