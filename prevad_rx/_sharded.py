@@ -487,7 +487,8 @@ class ShardedVADEngine:
                 stream.config,
                 keep_probabilities,
                 keep_audio,
-                stream.backpressure,
+                # the user's side applies "wait" and "error"; the shard's stream waits
+                "drop_oldest" if stream.backpressure == "drop_oldest" else "wait",
             )
         )
         self._streams[stream_id] = port

@@ -114,15 +114,13 @@ class ShardedStream(StreamBase):
         self._slot = slot
         self._max_pending = host.max_pending_chunks
         self._max_buffered = host.max_buffered_events
-        self._max_queued = host.max_queued_chunks
-        self._queued: deque[np.ndarray] = deque()  # "drop_oldest": pieces waiting for room
-        self._dropped_samples = 0  # by this side's queue
-        self._shard_dropped = 0  # by the shard's stream, as last reported
+        self._queued = _DropOldestQueue(host.max_queued_chunks)  # "drop_oldest" only
+        self._shard_dropped = 0  # samples dropped by the shard's stream, as last reported
         self._push_lock = asyncio.Lock()
         self._signal = Signal()  # room for a waiting push (acks, progress, reads, the end)
         self._flushes = Signal()  # a waiting flush: its token came back, or the stream ended
         self._fanout = EventFanout(
-            f"stream {stream_id!r}", raise_failures=True, on_consumed=self._signal.notify
+            f"stream {stream_id!r}", raise_failures=True, on_consumed=self._room_changed
         )
         self._segments: list[Segment] = []
         self._state: StreamState = "open"
@@ -159,11 +157,15 @@ class ShardedStream(StreamBase):
         its shard not yet taken, too many unread events, or the ring is full,
         ``"wait"`` waits and ``"error"`` raises :class:`BackpressureError` (taking
         nothing; with ``"error"`` a chunk may hold at most half of ``ring_samples``).
-        ``"drop_oldest"`` returns at once: the chunk waits here (in pieces of at
-        most a quarter of the ring) until there is room, and once more than
-        ``max_queued_chunks`` pieces wait the oldest is dropped; inside the shard
-        the stream drops the same way when its engine falls behind. Dropped audio
-        is left out of the stream and counted in ``statistics().dropped_samples``.
+        ``"drop_oldest"`` returns at once: the chunk waits here until there is
+        room, and once more than ``max_queued_chunks`` chunks wait the oldest is
+        dropped; inside the shard the stream drops the same way when its engine
+        falls behind. Dropped audio is left out of the stream and counted in
+        ``statistics().dropped_samples``.
+
+        A chunk longer than a quarter of the ring travels in pieces: the shard
+        drops by piece, and a ``"wait"`` push that ``close()`` or a cancellation
+        interrupts leaves the pieces already sent in the stream.
         """
         require_loop(self._done.get_loop(), "ShardedStream.push()")
         self._check_writable()
@@ -214,20 +216,21 @@ class ShardedStream(StreamBase):
         self._in_flight += 1
 
     def _queue(self, pieces: list[np.ndarray]) -> None:
-        """Policy "drop_oldest": hold copies of the pieces back, newest kept, and send
-        what fits now."""
-        for piece in pieces:
-            self._queued.append(piece.copy())  # the caller may reuse its array
-            self._samples_pushed += piece.size
-        while len(self._queued) > self._max_queued:
-            self._dropped_samples += self._queued.popleft().size
+        """Policy "drop_oldest": hold a copy of the chunk back, send what fits now, then
+        drop the oldest chunks beyond ``max_queued_chunks``."""
+        self._queued.add([piece.copy() for piece in pieces])  # the caller may reuse its array
+        self._samples_pushed += sum(piece.size for piece in pieces)
         self._admit_queued()
+        self._queued.trim()
 
     def _admit_queued(self) -> None:
         """Send queued pieces, oldest first, while they fit (on the loop)."""
         queued = self._queued
-        while queued and self._state in ("open", "closing") and self._fits_now(queued[0].size):
-            self._put(queued.popleft())
+        while self._state in ("open", "closing"):
+            piece = queued.next_piece()
+            if piece is None or not self._fits_now(piece.size):
+                return
+            self._put(queued.take_piece())
 
     def _queue_sent(self) -> bool:
         return not self._queued or self._state in ("closed", "failed")
@@ -239,7 +242,10 @@ class ShardedStream(StreamBase):
         self._check_writable()
         async with self._push_lock:
             self._check_writable()
-            await self._signal.wait_until(self._queue_sent)  # "drop_oldest": after the queue
+            mark = self._queued.mark()  # "drop_oldest": after the chunks queued so far
+            await self._signal.wait_until(
+                lambda: not self._queued.holds_before(mark) or self._state in ("closed", "failed")
+            )
             self._flush_token += 1
             token = self._flush_token
             if self._state not in ("closed", "failed"):
@@ -301,7 +307,7 @@ class ShardedStream(StreamBase):
             state=self._state,
             samples_pushed=self._samples_pushed,
             queued_chunks=self._in_flight + len(self._queued),
-            dropped_samples=self._dropped_samples + self._shard_dropped,
+            dropped_samples=self._queued.dropped_samples + self._shard_dropped,
             frames_submitted=self._frames_submitted,
             frames_processed=self._frames_done,
             slices_in_flight=self._slices_in_flight,
@@ -376,3 +382,58 @@ class ShardedStream(StreamBase):
         self._host.forget(self)
         self._signal.notify()
         self._flushes.notify()
+
+
+class _DropOldestQueue:
+    """The chunks of a ``"drop_oldest"`` stream waiting for room, each as its ring-sized
+    pieces, oldest first.
+
+    :meth:`trim` keeps the newest ``limit`` chunks; a chunk whose first pieces have gone
+    on is neither counted nor dropped (the rest of it follows). Chunks are numbered as
+    they come, so a flush can wait for the chunks queued before it (:meth:`mark`) and
+    not for those pushed while it waits.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: deque[tuple[int, list[np.ndarray]]] = deque()
+        self._head_started = False
+        self._count = 0
+        self.dropped_samples = 0
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def add(self, pieces: list[np.ndarray]) -> None:
+        self._chunks.append((self._count, pieces))
+        self._count += 1
+
+    def trim(self) -> None:
+        while len(self._chunks) - self._head_started > self._limit:
+            index = int(self._head_started)
+            _, pieces = self._chunks[index]
+            del self._chunks[index]
+            self.dropped_samples += sum(piece.size for piece in pieces)
+
+    def next_piece(self) -> np.ndarray | None:
+        return self._chunks[0][1][0] if self._chunks else None
+
+    def take_piece(self) -> np.ndarray:
+        pieces = self._chunks[0][1]
+        piece = pieces.pop(0)
+        self._head_started = bool(pieces)
+        if not pieces:
+            self._chunks.popleft()
+        return piece
+
+    def mark(self) -> int:
+        """The number the next chunk will get."""
+        return self._count
+
+    def holds_before(self, mark: int) -> bool:
+        """Whether a chunk queued before ``mark`` still waits (in whole or in part)."""
+        return bool(self._chunks) and self._chunks[0][0] < mark
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._head_started = False

@@ -484,6 +484,106 @@ def test_drop_oldest_in_a_shard_whose_engine_falls_behind(speech16k: GoldenFixtu
     assert stats.frames_processed == result.num_samples // 512
 
 
+def test_drop_oldest_keeps_a_long_chunk_whole_and_flush_waits_only_for_earlier_audio(
+    speech16k: GoldenFixture,
+) -> None:
+    """A chunk longer than a ring piece into an empty "drop_oldest" stream is taken whole
+    (max_queued_chunks counts chunks, not pieces); a flush() called while a sender keeps
+    pushing returns once the audio queued before it is processed, not when the sender
+    stops."""
+    audio = speech16k.audio
+
+    async def main() -> None:
+        engine = pv.ShardedVADEngine(
+            shards=1, ring_samples=4096, max_pending_chunks=2, max_queued_chunks=1
+        )
+        async with engine:
+            whole = engine.open_stream("whole", backpressure="drop_oldest")
+            await whole.push(audio[:4096])  # four pieces of 1024
+            result = await whole.close()
+            assert result.num_samples == 4096
+            assert whole.statistics().dropped_samples == 0
+
+            busy = engine.open_stream("busy", backpressure="drop_oldest")
+            stop = asyncio.Event()
+
+            async def sender() -> None:
+                while not stop.is_set():
+                    for start in range(0, 512 * 20, 512):
+                        await busy.push(audio[start : start + 512])
+                    await asyncio.sleep(0)
+
+            sending = asyncio.ensure_future(sender())
+            await asyncio.sleep(0.2)
+            try:
+                await asyncio.wait_for(busy.flush(), 20)
+                assert not sending.done()  # the flush did not wait for the sender
+            finally:
+                stop.set()
+                await sending
+            final = await busy.close()
+            stats = busy.statistics()
+            assert final.num_samples == stats.samples_pushed - stats.dropped_samples
+
+    pv.run(main())
+
+
+def test_drop_oldest_sends_what_waited_once_its_events_are_read(
+    speech16k: GoldenFixture,
+) -> None:
+    """A "drop_oldest" stream held up only by its own unread events (max_buffered_events=1):
+    once its reader catches up, the audio waiting in the user's process goes on, so
+    flush() and close() return."""
+    audio = speech16k.audio
+
+    async def main() -> None:
+        engine = pv.ShardedVADEngine(shards=1, max_buffered_events=1, shard_timeout=None)
+        async with engine:
+            stream = engine.open_stream("reader", backpressure="drop_oldest")
+            events = stream.events()
+            first = asyncio.ensure_future(events.__anext__())  # a reader that started
+            for start in range(0, audio.size, 512):
+                await stream.push(audio[start : start + 512])
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(1.0)
+            assert stream.statistics().queued_chunks > 0  # held back by the unread events
+            assert (await first).kind == "start"
+            with contextlib.suppress(asyncio.TimeoutError):
+                while True:  # the reader catches up
+                    await asyncio.wait_for(events.__anext__(), 0.5)
+            await asyncio.wait_for(stream.flush(), 20)
+            assert stream.statistics().queued_chunks == 0
+            await events.aclose()
+            result = await asyncio.wait_for(stream.close(), 20)
+            stats = stream.statistics()
+            assert result.num_samples == stats.samples_pushed - stats.dropped_samples
+
+    pv.run(main())
+
+
+def test_an_error_stream_is_not_failed_by_its_shard_falling_behind(
+    speech16k: GoldenFixture,
+) -> None:
+    """ "error" is applied in the user's process only: two-second chunks pushed faster than
+    the shard's one-slice budget takes them wait in the shard instead of failing the
+    stream there."""
+    chunk = speech16k.audio[:32000]
+
+    async def main() -> None:
+        engine = pv.ShardedVADEngine(shards=1, backpressure="error", max_pending_slices=1)
+        async with engine:
+            stream = engine.open_stream("eager")
+            taken = 0
+            for _ in range(6):
+                with contextlib.suppress(pv.BackpressureError):
+                    await stream.push(chunk)
+                    taken += chunk.size
+            result = await stream.close()
+            assert result.num_samples == taken > 0
+
+    pv.run(main())
+
+
 def lambda_operator() -> Callable[[Observable[Any]], Observable[Any]]:
     return ops.map(lambda c: c)
 
