@@ -169,7 +169,7 @@ class ShardedVADEngine:
         ring_samples: samples each shard's shared memory ring holds (float32).
         backpressure: ``"wait"``, ``"drop_oldest"`` or ``"error"`` (see
             :meth:`ShardedStream.push`); streams may override it.
-        max_queued_chunks: pieces a ``"drop_oldest"`` stream holds back, here and in
+        max_queued_chunks: chunks a ``"drop_oldest"`` stream holds back, here and in
             its shard, before dropping the oldest.
         start_timeout: seconds each shard may take to start.
         cpu_affinity: pin each shard's process to CPUs (Linux): ``"spread"`` gives shard

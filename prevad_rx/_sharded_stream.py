@@ -45,7 +45,7 @@ class ShardedStreamHost:
     forget: Callable[[ShardedStream], None]
     max_pending_chunks: int
     max_buffered_events: int
-    #: pieces a ``"drop_oldest"`` stream holds back before dropping the oldest
+    #: chunks a ``"drop_oldest"`` stream holds back before dropping the oldest
     max_queued_chunks: int
 
 
