@@ -6,12 +6,14 @@ file's name, so a batch can report it on one line and carry on with the other fi
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,9 @@ class AudioFileInfo:
     sample_rate: int
     frames: int
     channels: int
+    #: offset of a WAV's data size field that says 0 although audio follows (see
+    #: :func:`_wav_layout`), read as "to the end"; None for any other file
+    unknown_size_at: int | None = None
 
     @property
     def duration(self) -> float:
@@ -61,12 +66,30 @@ def _libsndfile_reason(exc: Exception) -> str:
     return reason.rstrip(".")
 
 
-def _wav_shortfall(path: Path) -> tuple[float, float] | None:
-    """``(announced, present)`` seconds of a RIFF/WAVE file cut short, else None.
+@dataclass(frozen=True)
+class _WavLayout:
+    #: where the data chunk's size field lies, and what it says
+    size_at: int
+    size: int
+    #: bytes after the data chunk's header, and the rate they play at
+    present: int
+    bytes_per_second: int
 
-    libsndfile quietly shortens such a file to the frames present; the header says how
-    much audio the file was meant to hold. A data size of 0 or 0xFFFFFFFF is what
-    writers to a pipe leave (length unknown), not truncation.
+    def shortfall(self) -> tuple[float, float] | None:
+        """``(announced, present)`` seconds if the file is cut short, else None. A size of
+        0 or 0xFFFFFFFF is what writers to a pipe leave (length unknown), not truncation."""
+        if self.size in (0, 0xFFFFFFFF) or self.present >= self.size:
+            return None
+        if self.bytes_per_second <= 0:
+            return None
+        return self.size / self.bytes_per_second, self.present / self.bytes_per_second
+
+
+def _wav_layout(path: Path) -> _WavLayout | None:
+    """Where a RIFF/WAVE file's data chunk lies (None for any other file).
+
+    libsndfile quietly shortens a cut file to the frames present, and reads a data size
+    of 0 as no audio at all: the header tells both cases apart.
     """
     with path.open("rb") as handle:
         head = handle.read(12)
@@ -80,10 +103,8 @@ def _wav_shortfall(path: Path) -> tuple[float, float] | None:
                 return None
             kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if kind == b"data":
-                present = size_of_file - handle.tell()
-                if size in (0, 0xFFFFFFFF) or present >= size or bytes_per_second <= 0:
-                    return None
-                return size / bytes_per_second, present / bytes_per_second
+                at = handle.tell()
+                return _WavLayout(at - 4, size, size_of_file - at, bytes_per_second)
             if kind == b"fmt " and size >= 16:
                 fmt = handle.read(16)
                 bytes_per_second = struct.unpack("<I", fmt[8:12])[0]
@@ -91,6 +112,37 @@ def _wav_shortfall(path: Path) -> tuple[float, float] | None:
             else:
                 handle.seek(size + (size & 1), os.SEEK_CUR)
     return None
+
+
+class _SizeUnknown(io.FileIO):
+    """A WAV file read with its data size field (4 bytes at ``at``) as 0xFFFFFFFF, which
+    libsndfile reads to the end of the file, where the file says 0."""
+
+    def __init__(self, path: Path, at: int) -> None:
+        super().__init__(path, "rb")
+        self._at = at
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        start = self.tell()
+        data = super().read(size)
+        if data is None or start >= self._at + 4 or start + len(data) <= self._at:
+            return data or b""
+        patched = bytearray(data)
+        for i in range(max(self._at, start), min(self._at + 4, start + len(data))):
+            patched[i - start] = 0xFF
+        return bytes(patched)
+
+    def readinto(self, buffer: Any, /) -> int:
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+
+def _source(path: Path, unknown_size_at: int | None) -> Any:
+    """What soundfile opens: the path, or the file with its data size read as unknown."""
+    if unknown_size_at is None:
+        return os.fsencode(path)
+    return _SizeUnknown(path, unknown_size_at)
 
 
 def check_readable(path: Path) -> AudioFileInfo:
@@ -116,9 +168,21 @@ def check_readable(path: Path) -> AudioFileInfo:
             "or pipe raw PCM16 into `prevad-rx stream`"
         )
     try:
-        info = sf.info(os.fsencode(path))
+        layout = _wav_layout(path)
+    except OSError as exc:
+        raise UserError(f"{name}: {exc.strerror or exc}") from None
+    unknown_at = layout.size_at if layout and layout.size == 0 and layout.present else None
+    try:
+        source = _source(path, unknown_at)
+        try:
+            info = sf.info(source)
+        finally:
+            if not isinstance(source, bytes):
+                source.close()
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise UserError(f"{name}: cannot read audio ({_libsndfile_reason(exc)})") from None
+    except OSError as exc:
+        raise UserError(f"{name}: {exc.strerror or exc}") from None
     try:
         rate = validate_sample_rate(int(info.samplerate))
     except AudioFormatError as exc:
@@ -126,17 +190,14 @@ def check_readable(path: Path) -> AudioFileInfo:
     frames = int(info.frames)
     if not 0 <= frames < 2**62:  # libsndfile's "length unknown" (a FLAC without a count)
         frames = 0
-    try:
-        shortfall = _wav_shortfall(path)
-    except OSError as exc:
-        raise UserError(f"{name}: {exc.strerror or exc}") from None
+    shortfall = layout.shortfall() if layout else None
     if shortfall is not None:
         announced, present = shortfall
         raise UserError(
             f"{name}: truncated: its header announces {announced:.2f} s of audio, "
             f"the file holds {present:.2f} s"
         )
-    return AudioFileInfo(path, rate, frames, int(info.channels))
+    return AudioFileInfo(path, rate, frames, int(info.channels), unknown_at)
 
 
 def read_blocks(info: AudioFileInfo, block_seconds: float) -> Iterator[np.ndarray]:
@@ -150,7 +211,7 @@ def read_blocks(info: AudioFileInfo, block_seconds: float) -> Iterator[np.ndarra
     block = max(1, int(block_seconds * info.sample_rate))
     done = 0
     try:
-        with sf.SoundFile(os.fsencode(info.path)) as handle:
+        with sf.SoundFile(_source(info.path, info.unknown_size_at)) as handle:
             while True:
                 data = handle.read(block, dtype="float32", always_2d=True)
                 if not len(data):

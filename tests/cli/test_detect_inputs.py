@@ -88,6 +88,23 @@ def test_each_bad_file_of_a_batch_gets_its_own_line_and_the_rest_are_reported(
     }
 
 
+def test_a_wav_of_unknown_length_is_read_to_its_end(
+    tmp_path: Path, speech16k: GoldenFixture
+) -> None:
+    """A WAV written to a pipe leaves its data size at 0 or 0xFFFFFFFF: both are read to the
+    end of the file (libsndfile alone reads a size of 0 as no audio)."""
+    wav = bytearray((ROOT / speech16k.file).read_bytes())
+    size_at = wav.index(b"data") + 4
+    for name, size in (("zero.wav", b"\0\0\0\0"), ("ffff.wav", b"\xff\xff\xff\xff")):
+        wav[size_at : size_at + 4] = size
+        (tmp_path / name).write_bytes(bytes(wav))
+    proc = run_cli("detect", "zero.wav", "ffff.wav", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["duration"] for r in records] == [round(speech16k.audio.size / 16000, 3)] * 2
+    assert _segments(records[0]) == _segments(records[1]) == speech16k.default_segments
+
+
 def test_output_files_that_would_collide_are_a_usage_error(tmp_path: Path) -> None:
     audio = np.zeros(1600, np.float32)
     for name in ("a/x.wav", "b/x.wav", "talk.wav", "talk.ogg"):
