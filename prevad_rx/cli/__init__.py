@@ -22,11 +22,11 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from prevad_rx._audio import validate_sample_rate
 from prevad_rx._config import VADConfig
-from prevad_rx._errors import ConfigError, PrevadError, UnsupportedSampleRateError
+from prevad_rx._errors import BackendError, ConfigError, PrevadError, UnsupportedSampleRateError
 from prevad_rx._runtime import run
 from prevad_rx._version import __version__
 from prevad_rx.cli._files import UserError
@@ -71,21 +71,76 @@ def _number(text: str) -> float:
     return value
 
 
+def _backend_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; the value as an int, a float, a bool or None where it reads as one."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    words: dict[str, Any] = {"true": True, "false": False, "none": None}
+    if raw.lower() in words:
+        return key, words[raw.lower()]
+    for kind in (int, float):
+        try:
+            return key, kind(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+#: each detection option's flag, by the VADConfig field it sets (for error messages)
+_FLAGS = {
+    "neg_threshold": "--neg-threshold",
+    "threshold": "--threshold",
+    "min_speech_duration_ms": "--min-speech-ms",
+    "min_silence_duration_ms": "--min-silence-ms",
+    "speech_pad_ms": "--speech-pad-ms",
+    "max_speech_duration_s": "--max-speech-s",
+}
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("detection (silero-vad's parameters)")
-    group.add_argument("--threshold", type=_number, default=0.5)
+    group.add_argument(
+        "--threshold", type=_number, default=0.5, help="speech probability, 0..1 (default: 0.5)"
+    )
     group.add_argument(
         "--neg-threshold",
         type=_number,
         default=None,
         help="exit threshold (default: threshold - 0.15, at least 0.01)",
     )
-    group.add_argument("--min-speech-ms", type=_number, default=250)
-    group.add_argument("--min-silence-ms", type=_number, default=100)
-    group.add_argument("--speech-pad-ms", type=_number, default=30)
-    group.add_argument("--max-speech-s", type=_number, default=math.inf)
+    group.add_argument(
+        "--min-speech-ms", type=_number, default=250, help="shortest speech kept (default: 250)"
+    )
+    group.add_argument(
+        "--min-silence-ms",
+        type=_number,
+        default=100,
+        help="silence that ends speech (default: 100)",
+    )
+    group.add_argument(
+        "--speech-pad-ms",
+        type=_number,
+        default=30,
+        help="padding added to each side of a segment (default: 30)",
+    )
+    group.add_argument(
+        "--max-speech-s",
+        type=_number,
+        default=math.inf,
+        help="longest segment before it is split (default: no limit)",
+    )
     run_group = parser.add_argument_group("engine")
     run_group.add_argument("--backend", default="onnx", help="model backend (default: onnx)")
+    run_group.add_argument(
+        "--backend-option",
+        type=_backend_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the backend, e.g. url=http://127.0.0.1:8000 for vllm-api "
+        "(repeatable; see docs/backends.md)",
+    )
     run_group.add_argument(
         "--workers",
         type=_workers,
@@ -101,14 +156,22 @@ def _config(args: argparse.Namespace) -> VADConfig:
             "speech would end on frames that count as speech",
             status=2,
         )
-    return VADConfig(
-        threshold=args.threshold,
-        neg_threshold=args.neg_threshold,
-        min_speech_duration_ms=args.min_speech_ms,
-        min_silence_duration_ms=args.min_silence_ms,
-        speech_pad_ms=args.speech_pad_ms,
-        max_speech_duration_s=args.max_speech_s,
-    )
+    try:
+        return VADConfig(
+            threshold=args.threshold,
+            neg_threshold=args.neg_threshold,
+            min_speech_duration_ms=args.min_speech_ms,
+            min_silence_duration_ms=args.min_silence_ms,
+            speech_pad_ms=args.speech_pad_ms,
+            max_speech_duration_s=args.max_speech_s,
+        )
+    except ConfigError as exc:  # said with the flag the user typed
+        message = str(exc)
+        for field, flag in _FLAGS.items():
+            if message.startswith(field + " "):
+                message = flag + message[len(field) :]
+                break
+        raise UserError(f"{message} (see `prevad-rx {args.command} --help`)", status=2) from exc
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,7 +187,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Exact, parallel, streaming voice activity detection (Silero v6.2).",
     )
     parser.add_argument("--version", action="version", version=f"prevad-rx {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     detect = commands.add_parser(
         "detect",
@@ -153,14 +218,18 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Read raw PCM16-LE mono from stdin (e.g. from `sox -d` or ffmpeg) "
         "in real time and print speech events as they are decided.",
     )
-    stream.add_argument("--rate", type=_positive_int, default=16000, help="sample rate")
+    stream.add_argument(
+        "--rate", type=_positive_int, default=16000, help="sample rate in Hz (default: 16000)"
+    )
     stream.add_argument(
         "--chunk-ms",
         type=_int_in(1, MAX_CHUNK_MS),
         default=32,
         help=f"read and push this much audio at a time, 1..{MAX_CHUNK_MS} (default 32)",
     )
-    stream.add_argument("--format", choices=["text", "json"], default="text")
+    stream.add_argument(
+        "--format", choices=["text", "json"], default="text", help="(default: text)"
+    )
     _add_model_options(stream)
 
     plot = commands.add_parser(
@@ -200,7 +269,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run only these (repeatable; default: all)",
     )
     bench.add_argument(
-        "--workers", type=_workers, default=None, help=f"worker threads, 1..{MAX_WORKERS}"
+        "--workers",
+        type=_workers,
+        default=None,
+        help=f"most worker threads, shards or cores used, 1..{MAX_WORKERS} (default: CPUs)",
     )
     bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     bench.add_argument(
@@ -245,6 +317,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--print-command", action="store_true", help="print the command instead of running it"
     )
     serve.add_argument("extra", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    for command in commands.choices.values():
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -296,7 +370,11 @@ def _vllm_serve(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from prevad_rx.bench import SCENARIOS, BenchOptions, run_benchmarks, write_results
     from prevad_rx.bench import progress_to_stderr as progress
+    from prevad_rx.cli._files import check_output_dir, check_output_file
 
+    check_output_dir(args.output, "--output")  # before the run, not after it
+    if args.results is not None:
+        check_output_file(args.results, "--results")
     options = BenchOptions(quick=args.quick, progress=progress)
     if args.workers:
         options.workers = args.workers
@@ -322,6 +400,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 args.files,
                 config=config,
                 backend=args.backend,
+                backend_options=dict(args.backend_option),
                 workers=args.workers,
                 fmt=args.format,
                 output=args.output,
@@ -338,13 +417,21 @@ def _dispatch(args: argparse.Namespace) -> int:
                 chunk_ms=args.chunk_ms,
                 fmt=args.format,
                 backend=args.backend,
+                backend_options=dict(args.backend_option),
                 workers=args.workers,
             )
         )
     from prevad_rx.cli._plot import plot_file
 
     return run(
-        plot_file(args.file, args.output, config=config, backend=args.backend, workers=args.workers)
+        plot_file(
+            args.file,
+            args.output,
+            config=config,
+            backend=args.backend,
+            backend_options=dict(args.backend_option),
+            workers=args.workers,
+        )
     )
 
 
@@ -371,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prevad-rx`` console script."""
     _park_closed_std_fds()
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # pointed at the command's own --help, which lists its options
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return _dispatch(args)
     except UserError as exc:
@@ -379,6 +468,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UnsupportedSampleRateError) as exc:  # a bad option value
         return _fail(str(exc), 2)
     except PrevadError as exc:
+        if isinstance(exc, BackendError) and str(exc).startswith("bad options for backend"):
+            return _fail(
+                f"{exc} (a backend's options are given with --backend-option KEY=VALUE)", 2
+            )
         return _fail(str(exc), 1)
     except BrokenPipeError:  # e.g. `prevad-rx detect ... | head`
         sys.stderr.close()

@@ -13,11 +13,18 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prevad_rx._config import VADConfig
 from prevad_rx._engine import VADEngine
 from prevad_rx._errors import PrevadError
-from prevad_rx.cli._files import AudioFileInfo, UserError, check_readable, read_blocks
+from prevad_rx.cli._files import (
+    AudioFileInfo,
+    UserError,
+    check_output_dir,
+    check_readable,
+    read_blocks,
+)
 from prevad_rx.cli._formats import EXTENSIONS, FileResult, at_rate, render
 
 __all__ = ["detect"]
@@ -142,6 +149,7 @@ async def detect(
     workers: int | None,
     fmt: str,
     output: Path | None,
+    backend_options: dict[str, Any] | None = None,
     max_open_files: int = 8,
 ) -> int:
     """Detect speech in ``files``; print (or write to ``output``) in ``fmt``.
@@ -158,8 +166,7 @@ async def detect(
     targets: list[Path | None] = [None] * len(files)
     if output is not None:
         targets = _targets(files, fmt, output)
-        if output.exists() and not output.is_dir():
-            raise UserError(f"{output}: not a directory")
+        check_output_dir(output, "--output")
 
     failed = 0
     jobs: list[_Job] = []
@@ -193,7 +200,7 @@ async def detect(
 
     first = True
     try:
-        async with VADEngine(backend, workers, config) as engine:
+        async with VADEngine(backend, workers, config, backend_options=backend_options) as engine:
             tasks = [asyncio.create_task(one(engine, job)) for job in jobs]
             try:
                 for job, task in zip(jobs, tasks, strict=True):

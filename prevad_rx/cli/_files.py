@@ -20,7 +20,15 @@ import numpy as np
 from prevad_rx._audio import validate_sample_rate
 from prevad_rx._errors import AudioFormatError
 
-__all__ = ["AudioFileInfo", "UserError", "check_readable", "read_blocks", "read_all"]
+__all__ = [
+    "AudioFileInfo",
+    "UserError",
+    "check_output_dir",
+    "check_output_file",
+    "check_readable",
+    "read_blocks",
+    "read_all",
+]
 
 
 class UserError(Exception):
@@ -37,6 +45,36 @@ class UserError(Exception):
 def display_name(path: Path | str) -> str:
     """``path`` as printable text: bytes that are not UTF-8 shown as ``\\xNN`` escapes."""
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Refuse (status 2) a directory ``path`` that cannot be made or written, before any
+    work: the nearest existing folder on its way must be a directory one may write to."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {display_name(path)}: exists and is not a directory", status=2)
+    _check_parents(path, option)
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse (status 2) an output file ``path`` that cannot be written, before any work."""
+    if path.is_dir():
+        raise UserError(f"{option} {display_name(path)}: is a directory", status=2)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{option} {display_name(path)}: permission denied", status=2)
+    _check_parents(path.parent, option, of=path)
+
+
+def _check_parents(folder: Path, option: str, of: Path | None = None) -> None:
+    target = display_name(of if of is not None else folder)
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            return
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {target}: {display_name(existing)} is not a directory", status=2)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {target}: {display_name(existing)} is not writable", status=2)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from prevad_rx._config import VADConfig
 from prevad_rx._engine import VADEngine
 from prevad_rx._types import StreamResult
-from prevad_rx.cli._files import AudioFileInfo, UserError, check_readable, read_blocks
+from prevad_rx.cli._files import (
+    AudioFileInfo,
+    UserError,
+    check_output_file,
+    check_readable,
+    read_blocks,
+)
 
 __all__ = ["plot_file"]
 
@@ -57,6 +64,7 @@ async def _analyse(
     path: Path,
     config: VADConfig,
     backend: str,
+    backend_options: dict[str, Any] | None,
     workers: int | None,
     bins: int,
 ) -> tuple[_Envelope, AudioFileInfo, StreamResult]:
@@ -65,7 +73,7 @@ async def _analyse(
     if info.frames == 0:  # length not known up front (some FLAC files): count the frames first
         info = dataclasses.replace(info, frames=sum(b.size for b in read_blocks(info, 10.0)))
     wave = _Envelope(info.frames, bins)
-    async with VADEngine(backend, workers, config) as engine:
+    async with VADEngine(backend, workers, config, backend_options=backend_options) as engine:
         stream = engine.open_stream(
             info.name, sample_rate=info.sample_rate, keep_probabilities=True
         )
@@ -85,6 +93,7 @@ async def plot_file(
     config: VADConfig,
     backend: str,
     workers: int | None,
+    backend_options: dict[str, Any] | None = None,
     width: float = 12.0,
     height: float = 5.0,
     dpi: int = 100,
@@ -98,8 +107,11 @@ async def plot_file(
         raise UserError("plot needs matplotlib: pip install 'prevad-rx[plot]'") from None
     if output.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UserError(f"{output}: use a .png, .svg or .pdf file name", status=2)
+    check_output_file(output, "--output")
     columns = int(width * dpi)  # pixels across: more points than this only alias
-    wave, info, result = await _analyse(path, config, backend, workers, 2 * columns)
+    wave, info, result = await _analyse(
+        path, config, backend, backend_options, workers, 2 * columns
+    )
     assert result.probabilities is not None
     rate = info.sample_rate
 

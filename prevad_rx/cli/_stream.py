@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from prevad_rx._config import VADConfig
 from prevad_rx._engine import VADEngine
@@ -138,6 +138,13 @@ def _start_reader(
     return queue, slots
 
 
+def _is_terminal(source: BinaryIO) -> bool:
+    try:
+        return source.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 async def stream_stdin(
     *,
     config: VADConfig,
@@ -146,6 +153,7 @@ async def stream_stdin(
     fmt: str,
     backend: str,
     workers: int | None,
+    backend_options: dict[str, Any] | None = None,
     source: BinaryIO | None = None,
     out: TextIO | None = None,
 ) -> int:
@@ -160,7 +168,13 @@ async def stream_stdin(
         out = sys.stdout
     chunk_bytes = max(2, sample_rate * chunk_ms // 1000 * 2)
     loop = asyncio.get_running_loop()
-    async with VADEngine(backend, workers, config) as engine:
+    if _is_terminal(source):
+        raise UserError(
+            "standard input is a terminal: pipe raw PCM16 in (e.g. `sox -d -t raw -r 16000 "
+            "-e signed -b 16 -c 1 - | prevad-rx stream`), or use `prevad-rx detect FILE`",
+            status=2,
+        )
+    async with VADEngine(backend, workers, config, backend_options=backend_options) as engine:
         stream = engine.open_stream("stdin", sample_rate=sample_rate)
         queue, slots = _start_reader(source, chunk_bytes, loop)
 
@@ -171,6 +185,7 @@ async def stream_stdin(
         printer = _Printer(fmt, out, sample_rate, stop_reading)
         stream.subscribe(printer)
         carry = b""
+        first = True
         while True:
             item = await queue.get()
             slots.release()
@@ -178,6 +193,13 @@ async def stream_stdin(
                 raise item
             if not item:  # end of input, or nowhere left to print
                 break
+            if first and item[:4] == b"RIFF" and item[8:12] == b"WAVE":
+                raise UserError(
+                    "standard input is a WAV file, not raw PCM16: use `prevad-rx detect FILE`, "
+                    "or send the samples alone (e.g. `sox in.wav -t raw -r 16000 -e signed "
+                    "-b 16 -c 1 - | prevad-rx stream`)"
+                )
+            first = False
             data = carry + item
             usable = len(data) - len(data) % 2  # an odd byte waits for its partner
             carry = data[usable:]

@@ -145,6 +145,51 @@ def test_option_values_out_of_range_are_usage_errors_on_one_line() -> None:
     unknown = run_cli("detect", wav, "--format", "xml")
     assert "invalid choice" in assert_one_line_error(unknown, 2)
 
+    # a detection option's error names the flag typed, and the command's own help
+    negative = run_cli("detect", wav, "--min-speech-ms", "-5")
+    assert assert_one_line_error(negative, 2).endswith(
+        "--min-speech-ms must be finite and >= 0, got -5.0 (see `prevad-rx detect --help`)"
+    )
+    stray = run_cli("plot", wav, "other.wav", "-o", "x.png")
+    assert assert_one_line_error(stray, 2).endswith(
+        "unrecognized arguments: other.wav (see `prevad-rx plot --help`)"
+    )
+
+    # backend options: KEY=VALUE, passed to the backend; a backend that needs one says how
+    malformed = run_cli("detect", wav, "--backend-option", "url")
+    assert "expected KEY=VALUE, got 'url'" in assert_one_line_error(malformed, 2)
+    missing_url = run_cli("detect", wav, "--backend", "vllm-api")
+    message = assert_one_line_error(missing_url, 2)
+    assert "'url'" in message and "--backend-option KEY=VALUE" in message
+    passed = run_cli("detect", wav, "--backend-option", "intra_op_threads=1")
+    assert passed.returncode == 0 and json.loads(passed.stdout)["segments"], passed.stderr
+
+
+def test_output_paths_that_cannot_be_written_are_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    wav = str(ROOT / "examples/audio/conversation.wav")
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "folder.png").mkdir()
+    cases = [
+        (("plot", wav, "-o", "afile/x.png"), "--output afile/x.png: afile is not a directory"),
+        (("plot", wav, "-o", "folder.png"), "--output folder.png: is a directory"),
+        (("detect", wav, "--output", "afile"), "--output afile: exists and is not a directory"),
+        (
+            ("bench", "--quick", "--scenario", "offline", "--output", "afile"),
+            "--output afile: exists and is not a directory",
+        ),
+        (
+            ("bench", "--quick", "--scenario", "offline", "--results", "afile/r.md"),
+            "--results afile/r.md: afile is not a directory",
+        ),
+    ]
+    for args, error in cases:
+        proc = run_cli(*args, cwd=tmp_path, timeout=60)
+        assert assert_one_line_error(proc, 2) == f"prevad-rx: error: {error}", args
+        assert "[bench]" not in proc.stderr  # refused before the run started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder.png"]
+
 
 def _with_closed(fd: int, *args: str) -> subprocess.CompletedProcess[str]:
     """``prevad-rx ARGS`` started with descriptor ``fd`` closed (as ``<&-`` does)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import subprocess
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tests.cli import SCRIPT, run_cli
-from tests.conftest import GoldenFixture
+from tests.cli import SCRIPT, assert_one_line_error, run_cli
+from tests.conftest import ROOT, GoldenFixture
 
 
 def test_stream_json_reports_samples_at_the_input_rate(
@@ -85,3 +86,28 @@ def test_stream_into_a_full_disk_fails_on_one_line(speech16k: GoldenFixture) -> 
     assert proc.returncode == 1, err
     assert err.startswith("prevad-rx: error: ") and "No space left" in err
     assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_stream_refuses_a_wav_file_and_a_terminal_on_stdin(speech16k: GoldenFixture) -> None:
+    """A WAV file piped in is not raw PCM16 (its header would be read as samples, at the
+    wrong rate); a terminal would have keystrokes read as audio: both say what to do."""
+    wav = (ROOT / speech16k.file).read_bytes()
+    piped = run_cli("stream", stdin=wav)
+    message = assert_one_line_error(piped, 1)
+    assert "standard input is a WAV file" in message and "prevad-rx detect FILE" in message
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [str(SCRIPT), "stream"],
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("prevad-rx: error: standard input is a terminal")
