@@ -19,7 +19,8 @@ DEFAULT = Path(__file__).parent / "audio" / "conversation.wav"
 
 
 async def main(path: Path) -> None:
-    audio, rate = sf.read(path, dtype="float32")
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1, dtype="float32")  # mono: channels averaged
     async with pv.AsyncParallelVAD(
         backend_type="onnx", num_workers=2, threshold=0.5, sample_rate=rate
     ) as vad:

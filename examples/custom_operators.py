@@ -102,7 +102,8 @@ def long_segments(min_seconds: float) -> Operator[Events, Events]:
 
 
 async def main(path: Path) -> None:
-    audio, rate = sf.read(path, dtype="float32")
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1, dtype="float32")  # mono: channels averaged
     chunks = [pv.AudioChunk("file", audio[i : i + rate], rate) for i in range(0, audio.size, rate)]
     async with pv.WorkerPool("onnx", num_workers=2) as pool:
         events = await run_pipeline(
