@@ -94,6 +94,8 @@ def test_every_public_name_of_a_private_module_is_exported() -> None:
         # the command line's pieces (its public face is the prevad-rx command)
         "AudioFileInfo",
         "UserError",
+        "check_output_dir",
+        "check_output_file",
         "check_readable",
         "read_blocks",
         "read_all",
