@@ -237,6 +237,7 @@ class VADEngine:
         except BaseException:
             self._state = "closing"
             self._close_pool()  # also ends a start still running in the executor
+            self._fanout.complete()  # iterators and observers made before start() end
             raise
         self._state = "running"
         return self
@@ -334,6 +335,7 @@ class VADEngine:
         """
         if self._state == "new":
             self._state = "closed"
+            self._fanout.complete()  # iterators and observers made before start() end
             return
         require_loop(self._loop, "VADEngine.close()")
         if self._state == "running":

@@ -93,7 +93,10 @@ class EventIterator(AsyncIterator[SpeechEvent]):
         self._close()
 
     def _close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
+        self._queue.put_nowait(_END)  # another task waiting on this iterator ends too
         self._finalizer()  # unregisters, once
         self._on_consumed()
 
@@ -214,7 +217,7 @@ class EventFanout:
 
     def publish(self, event: SpeechEvent) -> None:
         self.delivered += 1
-        for queue in self._queues:
+        for queue in tuple(self._queues):  # a collected iterator may unregister meanwhile
             queue.put_nowait(event)
         self._subject.on_next(event)
 
@@ -233,7 +236,7 @@ class EventFanout:
 
     def _end(self, sentinel: BaseException | object) -> None:
         self._ended = sentinel
-        for queue in self._queues:
+        for queue in tuple(self._queues):  # a collected iterator may unregister meanwhile
             queue.put_nowait(sentinel)
         self._queues.clear()
         self._reading.clear()

@@ -336,6 +336,7 @@ class ShardedVADEngine:
             self._state = "closing"
             await asyncio.shield(self._stop_shards())
             self._state = "closed"
+            self._fanout.complete()  # iterators and observers made before start() end
             if isinstance(exc, asyncio.TimeoutError):
                 raise BackendError(
                     f"the shards did not start within {self._start_timeout} s"
@@ -371,6 +372,7 @@ class ShardedVADEngine:
         """
         if self._state == "new":
             self._state = "closed"
+            self._fanout.complete()  # iterators and observers made before start() end
             return
         require_loop(self._loop, "ShardedVADEngine.close()")
         if self._state == "closed" and self._shutdown is None:

@@ -10,7 +10,6 @@ its :class:`ShardedStreamPort`. It calls its engine only through a
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ import numpy as np
 
 from prevad_rx._audio import AudioInput, model_sample_rate, to_float32_mono
 from prevad_rx._config import VADConfig
+from prevad_rx._drop_oldest import DropOldestQueue
 from prevad_rx._errors import BackpressureError, StreamClosedError, StreamFailedError
 from prevad_rx._fanout import EventFanout
 from prevad_rx._loop import Signal, require_loop
@@ -114,7 +114,7 @@ class ShardedStream(StreamBase):
         self._slot = slot
         self._max_pending = host.max_pending_chunks
         self._max_buffered = host.max_buffered_events
-        self._queued = _DropOldestQueue(host.max_queued_chunks)  # "drop_oldest" only
+        self._queued = DropOldestQueue(host.max_queued_chunks)  # "drop_oldest" only
         self._shard_dropped = 0  # samples dropped by the shard's stream, as last reported
         self._push_lock = asyncio.Lock()
         self._signal = Signal()  # room for a waiting push (acks, progress, reads, the end)
@@ -228,7 +228,7 @@ class ShardedStream(StreamBase):
         queued = self._queued
         while self._state in ("open", "closing"):
             piece = queued.next_piece()
-            if piece is None or not self._fits_now(piece.size):
+            if piece is None or not self._fits_now(piece.size, readers=self._state == "open"):
                 return
             self._put(queued.take_piece())
 
@@ -280,9 +280,10 @@ class ShardedStream(StreamBase):
 
         return ready
 
-    def _fits_now(self, samples: int) -> bool:
-        """A piece of ``samples`` may be written now: the stream has room, the ring space."""
-        return self._has_room() and self._shard.ring.fits_all([samples])
+    def _fits_now(self, samples: int, *, readers: bool = True) -> bool:
+        """A piece of ``samples`` may be written now: the stream has room (unread events
+        counted when ``readers``), the ring space."""
+        return self._has_room(readers=readers) and self._shard.ring.fits_all([samples])
 
     def _check_writable(self) -> None:
         if self._error is not None:
@@ -290,11 +291,13 @@ class ShardedStream(StreamBase):
         if self._state != "open":
             raise StreamClosedError(f"stream {self.stream_id!r} is closed", self.stream_id)
 
-    def _has_room(self) -> bool:
-        return (
-            self._in_flight < self._max_pending
-            and self._fanout.backlog < self._max_buffered
-            and self._host.events_backlog() < self._max_buffered
+    def _has_room(self, *, readers: bool = True) -> bool:
+        return self._in_flight < self._max_pending and (
+            not readers
+            or (
+                self._fanout.backlog < self._max_buffered
+                and self._host.events_backlog() < self._max_buffered
+            )
         )
 
     def statistics(self) -> StreamStatistics:
@@ -382,58 +385,3 @@ class ShardedStream(StreamBase):
         self._host.forget(self)
         self._signal.notify()
         self._flushes.notify()
-
-
-class _DropOldestQueue:
-    """The chunks of a ``"drop_oldest"`` stream waiting for room, each as its ring-sized
-    pieces, oldest first.
-
-    :meth:`trim` keeps the newest ``limit`` chunks; a chunk whose first pieces have gone
-    on is neither counted nor dropped (the rest of it follows). Chunks are numbered as
-    they come, so a flush can wait for the chunks queued before it (:meth:`mark`) and
-    not for those pushed while it waits.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._chunks: deque[tuple[int, list[np.ndarray]]] = deque()
-        self._head_started = False
-        self._count = 0
-        self.dropped_samples = 0
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    def add(self, pieces: list[np.ndarray]) -> None:
-        self._chunks.append((self._count, pieces))
-        self._count += 1
-
-    def trim(self) -> None:
-        while len(self._chunks) - self._head_started > self._limit:
-            index = int(self._head_started)
-            _, pieces = self._chunks[index]
-            del self._chunks[index]
-            self.dropped_samples += sum(piece.size for piece in pieces)
-
-    def next_piece(self) -> np.ndarray | None:
-        return self._chunks[0][1][0] if self._chunks else None
-
-    def take_piece(self) -> np.ndarray:
-        pieces = self._chunks[0][1]
-        piece = pieces.pop(0)
-        self._head_started = bool(pieces)
-        if not pieces:
-            self._chunks.popleft()
-        return piece
-
-    def mark(self) -> int:
-        """The number the next chunk will get."""
-        return self._count
-
-    def holds_before(self, mark: int) -> bool:
-        """Whether a chunk queued before ``mark`` still waits (in whole or in part)."""
-        return bool(self._chunks) and self._chunks[0][0] < mark
-
-    def clear(self) -> None:
-        self._chunks.clear()
-        self._head_started = False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -21,6 +20,7 @@ from reactivex import Observable, abc
 
 from prevad_rx._audio import AudioInput, model_sample_rate, to_float32_mono
 from prevad_rx._config import VADConfig
+from prevad_rx._drop_oldest import DropOldestQueue
 from prevad_rx._errors import (
     BackpressureError,
     ConfigError,
@@ -220,9 +220,7 @@ class VADStream(StreamBase):
         self._max_pending = max_pending_slices
         self._max_buffered = max_buffered_events
         self.backpressure: BackpressurePolicy = backpressure
-        self._max_queued = max_queued_chunks
-        self._queued: deque[NDArray[np.float32]] = deque()
-        self._dropped_samples = 0
+        self._queued = DropOldestQueue(max_queued_chunks)  # "drop_oldest" only
         self._push_lock = asyncio.Lock()
         self._signal = Signal()
         self._fanout = EventFanout(
@@ -282,19 +280,19 @@ class VADStream(StreamBase):
         samples = owned(samples, audio)  # kept past this call: the caller may reuse its array
         if self._push_now(samples):  # room now and no push waiting before this one: no await
             return
+        if self.backpressure == "drop_oldest":  # never waits, not even behind a flush
+            self._queue(samples)
+            return
         async with self._push_lock:
+            self._check_writable()  # closed or failed while this push waited its turn
             if self.backpressure == "wait":
                 await self._signal.wait_until(lambda: self._state != "open" or self._has_room())
                 self._check_writable()
-            elif self.backpressure == "error":
-                if self._queued or not self._has_room():
-                    raise BackpressureError(
-                        f"stream {self.stream_id!r} is full (backpressure='error')",
-                        self.stream_id,
-                    )
-            elif self._queued or not self._has_room():
-                self._queue(samples)
-                return
+            elif not self._has_room():
+                raise BackpressureError(
+                    f"stream {self.stream_id!r} is full (backpressure='error')",
+                    self.stream_id,
+                )
             self._take(samples)
 
     def _take(self, samples: NDArray[np.float32]) -> None:
@@ -303,12 +301,11 @@ class VADStream(StreamBase):
         self._samples_pushed += samples.size
 
     def _queue(self, samples: NDArray[np.float32]) -> None:
-        """Policy "drop_oldest": wait at the door, newest kept."""
-        self._queued.append(samples)
+        """Policy "drop_oldest": wait at the door (what fits goes in), newest kept."""
+        self._queued.add([samples])
         self._samples_pushed += samples.size
-        while len(self._queued) > self._max_queued:
-            dropped = self._queued.popleft()
-            self._dropped_samples += dropped.size
+        self._admit_queued()
+        self._queued.trim()
 
     def _send(self, chunk: AudioChunk) -> None:
         """The outbox's coalesced chunk into the engine's chain (on the loop, at the end of
@@ -325,7 +322,7 @@ class VADStream(StreamBase):
             error.__cause__ = exc
             self._fail(error)
             return
-        self._signal.notify()  # the chunk's slices may hold less room than its pushes did
+        self._room_changed()  # the chunk's slices may hold less room than its pushes did
 
     def _room_changed(self) -> None:
         """Work finished or events were read: admit queued audio, wake waiting pushes."""
@@ -334,10 +331,15 @@ class VADStream(StreamBase):
         self._signal.notify()
 
     def _admit_queued(self) -> None:
-        """Move queued chunks into the pipeline while there is room (on the loop)."""
-        while self._queued and self._state in ("open", "closing") and self._has_room():
-            self._outbox.add(self._queued.popleft())
-        if not self._queued and self._state == "closing" and self._claim_end():
+        """Move queued chunks into the pipeline while there is room (on the loop). Once the
+        stream is closing, unread events no longer hold them back: its end must not wait
+        for a reader."""
+        queued = self._queued
+        while queued and self._state in ("open", "closing"):
+            if not self._has_room(readers=self._state == "open"):
+                break
+            self._outbox.add(queued.take_piece())
+        if not queued and self._state == "closing" and self._claim_end():
             self._outbox.add_end()
 
     async def flush(self) -> None:
@@ -350,11 +352,14 @@ class VADStream(StreamBase):
         """
         require_loop(self._done.get_loop(), "VADStream.flush()")
         self._check_writable()
+        mark = self._queued.mark()  # "drop_oldest": what is queued now, not what comes later
         target = self._flush_now()
         if target is None:  # a push is waiting, or chunks are queued: after them
             async with self._push_lock:
                 await self._signal.wait_until(
-                    lambda: not self._queued or self._state in ("closed", "failed")
+                    lambda: (
+                        not self._queued.holds_before(mark) or self._state in ("closed", "failed")
+                    )
                 )
                 self._outbox.send_now()
                 target = self._frames_submitted
@@ -407,13 +412,17 @@ class VADStream(StreamBase):
         if self._state != "open":
             raise StreamClosedError(f"stream {self.stream_id!r} is closed", self.stream_id)
 
-    def _has_room(self) -> bool:
+    def _has_room(self, *, readers: bool = True) -> bool:
+        """Room for another push: work in flight under its bound and (``readers``) no
+        iterator holding ``max_buffered_events`` unread events."""
         # audio waiting in the outbox counts as in flight: one slice per push
         in_flight = self._slices_submitted - self._slices_done + len(self._outbox)
-        return (
-            in_flight < self._max_pending
-            and self._fanout.backlog < self._max_buffered
-            and self._host.events_backlog() < self._max_buffered
+        return in_flight < self._max_pending and (
+            not readers
+            or (
+                self._fanout.backlog < self._max_buffered
+                and self._host.events_backlog() < self._max_buffered
+            )
         )
 
     # --------------------------- for a driver on the loop that need not await
@@ -528,7 +537,7 @@ class VADStream(StreamBase):
             state=self._state,
             samples_pushed=self._samples_pushed,
             queued_chunks=len(self._queued),
-            dropped_samples=self._dropped_samples,
+            dropped_samples=self._queued.dropped_samples,
             frames_submitted=self._frames_submitted,
             frames_processed=self._frames_done,
             slices_in_flight=self._slices_submitted - self._slices_done,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reactivex import Observer
 
 import prevad_rx as pv
 from prevad_rx.backends import _registry
@@ -282,6 +283,151 @@ async def test_drop_oldest_never_waits_and_counts_what_it_drops(
     assert result.num_samples == pushed - final.dropped_samples
     assert result.probabilities is not None
     assert result.probabilities.size == result.num_samples // 512
+
+
+async def test_drop_oldest_never_waits_behind_a_flush_and_the_flush_ends(
+    speech16k: GoldenFixture,
+) -> None:
+    """While a flush waits for the queued chunks, a "drop_oldest" push still returns at
+    once; the flush then ends once the chunks queued before it are processed."""
+    gate = threading.Event()
+    audio = speech16k.audio
+    async with pv.VADEngine(
+        "slow",
+        1,
+        backend_options={"gate": gate},
+        max_pending_slices=2,
+        max_queued_chunks=5,
+        backpressure="drop_oldest",
+    ) as engine:
+        stream = engine.open_stream()
+        for start in range(0, 512 * 10, 512):
+            await stream.push(audio[start : start + 512])
+            await asyncio.sleep(0)
+        assert stream.statistics().queued_chunks > 0
+        flushing = asyncio.ensure_future(stream.flush())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not flushing.done()
+        await asyncio.wait_for(stream.push(audio[:512]), 1)  # not held up by the flush
+        gate.set()
+        await asyncio.wait_for(flushing, 20)
+        result = await stream.close()
+        stats = stream.statistics()
+    assert result.num_samples == stats.samples_pushed - stats.dropped_samples
+
+
+async def test_drop_oldest_close_does_not_wait_for_a_reader_that_stalled(
+    speech16k: GoldenFixture,
+) -> None:
+    """A "drop_oldest" stream held back only by its own events() reader, which stopped
+    reading: close() (and the engine's close) still sends the queued audio and ends."""
+    audio = speech16k.audio
+    engine = await pv.VADEngine(
+        "onnx", 1, max_pending_slices=2, max_buffered_events=1, backpressure="drop_oldest"
+    ).start()
+    try:
+        stream = engine.open_stream()
+        reader = stream.events()
+        first = asyncio.ensure_future(reader.__anext__())  # reads one event, then stalls
+        for start in range(0, audio.size, 512):
+            await stream.push(audio[start : start + 512])
+            await asyncio.sleep(0.001)
+        assert (await first).kind == "start"
+        assert stream.statistics().queued_chunks > 0  # held back by the unread events
+        result = await asyncio.wait_for(stream.close(), 20)
+        stats = stream.statistics()
+        assert result.num_samples == stats.samples_pushed - stats.dropped_samples
+        await reader.aclose()
+    finally:
+        await asyncio.wait_for(engine.close(), 20)
+
+
+async def test_drop_oldest_audio_queued_behind_a_tiny_burst_goes_on(
+    speech16k: GoldenFixture,
+) -> None:
+    """A burst of pushes shorter than one frame fills the outbox (each counts as a slice
+    in flight) and queues the rest; once the burst has gone on without making a slice,
+    the queued audio follows: nothing later is dropped and flush() returns."""
+    audio = speech16k.audio
+    async with pv.VADEngine(
+        "onnx", 1, max_pending_slices=2, max_queued_chunks=4, backpressure="drop_oldest"
+    ) as engine:
+        stream = engine.open_stream()
+        for _ in range(3):  # one loop iteration: two fill the outbox, the third waits
+            await stream.push(audio[:100])
+        for start in range(0, 16000, 512):  # then a second of paced packets
+            await asyncio.sleep(0.005)
+            await stream.push(audio[start : start + 512])
+        await asyncio.wait_for(stream.flush(), 20)
+        stats = stream.statistics()
+        assert stats.queued_chunks == 0 and stats.dropped_samples == 0
+        assert stats.frames_processed == stats.samples_pushed // 512
+        await stream.close()
+
+
+async def test_iterators_end_however_they_are_closed(speech16k: GoldenFixture) -> None:
+    """An events() iterator closed by another task ends the task waiting on it; two tasks
+    sharing one iterator both end when the stream ends; iterators and observers made
+    before start() end when the engine never runs (closed unstarted, or its start fails)."""
+    async with pv.VADEngine("onnx", 1) as engine:
+        stream = engine.open_stream()
+        reader = stream.events()
+        waiting = asyncio.ensure_future(anext(reader, None))
+        await asyncio.sleep(0)
+        await reader.aclose()
+        assert await asyncio.wait_for(waiting, 5) is None
+
+        shared = stream.events()
+        readers = [asyncio.ensure_future(anext(shared, None)) for _ in range(2)]
+        await asyncio.sleep(0)
+        await stream.close()  # no speech pushed: the stream just ends
+        assert await asyncio.wait_for(asyncio.gather(*readers), 5) == [None, None]
+
+    never = pv.VADEngine("onnx", 1)
+    early = never.events()
+    completed: list[bool] = []
+    never.subscribe(Observer(on_completed=lambda: completed.append(True)))
+    await never.close()
+    assert await asyncio.wait_for(anext(early, None), 5) is None and completed == [True]
+
+    pv.register_backend("cannot-start", make_faulty_start, replace=True)
+    try:
+        failing = pv.VADEngine("cannot-start", 1)
+        early = failing.events()
+        with pytest.raises(pv.BackendError):
+            await failing.start()
+        assert await asyncio.wait_for(anext(early, None), 5) is None
+    finally:
+        _registry._registered.pop("cannot-start", None)
+
+
+def make_faulty_start(**options: object) -> pv.Backend:
+    raise pv.BackendError("no model today")
+
+
+def test_an_iterator_collected_during_a_publish_costs_no_other_iterator_its_event() -> None:
+    """The garbage collector may unregister an iterator while events are handed out (its
+    finalizer runs on the loop thread, wherever the collection fires): every other
+    iterator still gets the event, and the end."""
+    from prevad_rx._fanout import EventFanout
+
+    async def main() -> list[int]:
+        fanout = EventFanout("test", raise_failures=False)
+        iterators = [fanout.events() for _ in range(3)]
+        queues = list(fanout._queues)
+        original = queues[0].put_nowait
+
+        def put_then_collect(item: object) -> None:  # as if a collection fired here
+            original(item)
+            fanout._unregister(queues[0])  # the iterator being served is collected
+
+        queues[0].put_nowait = put_then_collect  # type: ignore[method-assign]
+        fanout.publish(pv.SpeechEvent("start", "s", 0, 16000, 0))
+        fanout.complete()
+        return [queues[1].qsize(), queues[2].qsize(), len(iterators)]
+
+    assert asyncio.run(main()) == [2, 2, 3]  # the event and the end, for both others
 
 
 async def test_bad_policy_is_a_config_error() -> None:
