@@ -558,9 +558,11 @@ class LaneTable:
         for index in reversed(range(len(batch))):
             lane = batch.lane(index)
             batch.let_go(index)
-            if lane.gone or lane.error is not None:
+            if lane.gone:
                 continue
-            if alone:
+            if lane.error is not None:  # failed while held: flushed by its release, now
+                failed.append(lane)
+            elif alone:
                 first = batch.first_slice(index)
                 lane.error = SliceTimeoutError(
                     f"stream {first.stream_id!r}: {batch.name} of slice {first.seq} did "

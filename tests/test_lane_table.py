@@ -382,6 +382,26 @@ def test_a_timed_out_call_of_one_stream_fails_it() -> None:
     assert released == [2]
 
 
+def test_a_lane_that_failed_while_its_call_hung_is_flushed_when_the_call_times_out() -> None:
+    """A stream fails upstream while its decode call hangs: its failure waits for the lane
+    to be let go, and the timeout lets it go, so the timeout must flush it (with its own
+    error, not a timeout)."""
+    table, released = make_table(workers=1)
+    table.submit(piece("a", 0))
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None
+    ((lane, _),) = batch.runs
+    assert table.fail(pv.StreamFailure("a", pv.StreamFailedError("upstream", "a"))) is lane
+    assert table.begin_flush(lane) is None  # held by the hung call
+    followup = table.timed_out(batch, 2.0)
+    assert followup.flush == [lane]
+    error = table.begin_flush(lane)
+    assert error is not None and str(error) == "upstream"
+    table.end_flush(lane)
+    assert released == [1]
+
+
 def test_the_stage_ends_only_after_its_last_failure_is_out() -> None:
     """The last work in flight fails after complete(): the stage is done only once that
     failure has been emitted, so an owner that stops emitting when done never loses it."""
