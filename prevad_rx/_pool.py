@@ -279,7 +279,16 @@ class WorkerPool:
     # ------------------------------------------------------------------ workers
 
     def _worker(self, index: int) -> None:
-        self._thread_ids.add(threading.get_ident())
+        me = threading.get_ident()
+        self._thread_ids.add(me)
+        try:
+            self._run_worker(index)
+        finally:  # the system may give this ident to a later thread: forget it
+            with self._cond:
+                self._thread_ids.discard(me)
+                self._retired.discard(me)
+
+    def _run_worker(self, index: int) -> None:
         try:
             backend = create_backend(self.backend_name, **self._backend_options)
             backend.initialize()

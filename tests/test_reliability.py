@@ -176,6 +176,27 @@ async def test_a_backend_that_cannot_be_reset_is_replaced(
     assert "could not be reset" in caplog.text
 
 
+async def test_workers_replaced_again_and_again_keep_the_pool_serving(
+    speech16k: GoldenFixture,
+) -> None:
+    """One worker whose backend never resets, replaced six times, one after the other: the
+    system reuses the ids of threads that have ended, and a replacement must not take a
+    retired thread's id for its own retirement (it would exit at once, leaving no worker)."""
+    async with pv.VADEngine("faulty", 1, backend_options={"reset_fails": True}) as engine:
+        for k in range(6):
+            with pytest.raises(pv.StreamFailedError):
+                await asyncio.wait_for(
+                    feed(engine.open_stream(f"bad-{k}"), marked(speech16k.audio, RAISE)), 20
+                )
+            for _ in range(100):  # the replaced thread ends, and its id is free again
+                if len([t for t in threading.enumerate() if t.name.startswith("prevad-rx-")]) <= 1:
+                    break
+                await asyncio.sleep(0.02)
+        result = await asyncio.wait_for(feed(engine.open_stream("good"), speech16k.audio), 20)
+        assert engine.statistics().pool.workers_replaced == 6
+    assert segments_as_lists(result.segments) == speech16k.default_segments
+
+
 async def test_a_hung_call_times_out_and_its_worker_is_replaced(
     speech16k: GoldenFixture,
 ) -> None:
