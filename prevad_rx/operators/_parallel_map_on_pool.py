@@ -177,11 +177,12 @@ class _MapHandler:
 
     def _run(self, item: Any, epoch: int) -> None:
         sid = getattr(item, "stream_id", None)
+        fatal: BaseException | None = None
         try:
             out: Any = self._func(item)
-        except FATAL_EXCEPTIONS:
-            raise
         except BaseException as exc:  # noqa: BLE001 - becomes the item's stream failure
+            if isinstance(exc, FATAL_EXCEPTIONS):
+                fatal = exc  # raised into the pool once the item is accounted for
             error = StreamFailedError(
                 f"stream {sid!r}: mapping item {getattr(item, 'seq', None)} failed: {exc} "
                 f"(in {self._name})",
@@ -207,6 +208,8 @@ class _MapHandler:
         if done:
             with self._emit_lock:
                 self._complete()
+        if fatal is not None:
+            raise fatal
 
     def on_completed(self) -> None:
         with self._lock:

@@ -217,6 +217,26 @@ def test_stateless_map_failure_names_the_item(pool: pv.WorkerPool) -> None:
     assert "mapping item 0 failed: bad item" in str(out[0].error)
 
 
+def test_a_map_raising_system_exit_fails_its_item_and_the_operator_completes(
+    pool: pv.WorkerPool,
+) -> None:
+    """SystemExit (or KeyboardInterrupt) from the mapped function still fails the item's
+    stream, and the operator completes; the pool, which serves on, logs it."""
+
+    def leave(item: pv.AudioSlice) -> pv.AudioSlice:
+        if item.stream_id == "bad":
+            raise SystemExit(3)
+        return item
+
+    chunks = [pv.AudioChunk(sid, np.zeros(1024, np.float32), 16000, True) for sid in "ab"]
+    chunks.insert(1, pv.AudioChunk("bad", np.zeros(1024, np.float32), 16000, True))
+    out = collect(chunks, window_slices(), parallel_map_on_pool(pool, leave), timeout=10)
+    failures = [o for o in out if isinstance(o, pv.StreamFailure)]
+    assert [f.stream_id for f in failures] == ["bad"]
+    assert isinstance(failures[0].error.__cause__, SystemExit)
+    assert {o.stream_id for o in out if isinstance(o, pv.AudioSlice)} == {"a", "b"}
+
+
 def test_stateless_map_failure_fails_its_stream_once_and_drops_the_rest(
     pool: pv.WorkerPool, speech16k: GoldenFixture
 ) -> None:
