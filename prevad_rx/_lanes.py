@@ -302,11 +302,12 @@ class LaneTable:
     # ---------------------------------------------------------------- inputs
 
     def submit(self, item: AudioSlice) -> tuple[int, int]:
-        """Queue one slice; returns the (encode, decode) tasks to start."""
-        if self.terminated:
-            return NO_TASKS
+        """Queue one slice; returns the (encode, decode) tasks to start. A slice dropped
+        at once (its stream failed, or the stage is terminated) is released at once."""
         sid = item.stream_id
-        if self._failed.drops(sid, item.is_last):
+        if self.terminated or self._failed.drops(sid, item.is_last):
+            if self._on_release is not None:
+                self._on_release(1)  # it leaves now: its admission slot is free again
             return NO_TASKS
         lane = self._lanes.get(sid)
         if lane is None or lane.saw_last:

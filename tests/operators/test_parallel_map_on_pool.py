@@ -17,7 +17,7 @@ from prevad_rx.backends import _registry
 from prevad_rx.operators import parallel_map_on_pool, reorder_by_seq, window_slices
 from tests.conftest import GoldenFixture, assert_silero_probabilities
 from tests.operators.helpers import chunked, collect, interleave
-from tests.spy_backends import POISON, CallLog, make_spy
+from tests.spy_backends import POISON, RAISE, CallLog, make_faulty, make_spy
 
 
 @pytest.fixture(autouse=True)
@@ -284,6 +284,45 @@ def test_max_pending_bounds_what_a_producer_can_queue(speech16k: GoldenFixture) 
         gate.set()
         thread.join(30)
         assert done.wait(30) and len(submitted) == 21
+
+
+def test_slices_dropped_for_a_failed_stream_give_their_place_back() -> None:
+    """Under max_pending, slices of a stream the stage has failed are dropped at once, and
+    each gives its place in the bound back: the producer never blocks on them."""
+    pv.register_backend("faulty", make_faulty, replace=True)
+    try:
+        with pv.WorkerPool("faulty", 1) as faulty:
+            subject: Subject[pv.AudioChunk] = Subject()
+            out: list[object] = []
+            done = threading.Event()
+            subject.pipe(window_slices(4), parallel_map_on_pool(faulty, max_pending=4)).subscribe(
+                out.append, on_completed=done.set
+            )
+            bad = np.zeros(512 * 4, np.float32)
+            bad[10] = RAISE
+            subject.on_next(pv.AudioChunk("bad", bad))
+            for _ in range(200):  # the stage fails "bad": its later slices are dropped
+                if any(isinstance(o, pv.StreamFailure) for o in out):
+                    break
+                time.sleep(0.01)
+            producer = threading.Thread(
+                target=lambda: [
+                    subject.on_next(pv.AudioChunk("bad", np.zeros(512 * 4, np.float32)))
+                    for _ in range(8)  # twice the bound, all dropped
+                ],
+                daemon=True,
+            )
+            producer.start()
+            producer.join(10)
+            assert not producer.is_alive()
+            good = pv.AudioChunk("good", np.zeros(512 * 4, np.float32), end_of_stream=True)
+            subject.on_next(good)
+            subject.on_completed()
+            assert done.wait(30)
+    finally:
+        _registry._registered.pop("faulty", None)
+    assert [o.stream_id for o in out if isinstance(o, pv.StreamFailure)] == ["bad"]
+    assert {o.stream_id for o in out if isinstance(o, pv.FrameProbabilities)} == {"good"}
 
 
 def test_bad_arguments(pool: pv.WorkerPool) -> None:
