@@ -8,7 +8,9 @@ call still registered then is marked abandoned, dropped from the watch, and
 handed to ``on_expired`` (on the watchdog's thread, no lock held; an exception
 from it is logged, on ``prevad_rx.stage``, and the watch goes on). Its worker
 learns of it from :meth:`Watchdog.end` returning False, and drops whatever
-the call returned: by then someone else has dealt with its work.
+the call returned: by then someone else has dealt with its work. ``end`` returns
+only once ``on_expired`` has returned, so the worker takes no other work while it
+is being given up (``on_expired`` may retire it).
 
 The watchdog knows nothing of streams: what a call holds is its ``payload``.
 """
@@ -38,6 +40,8 @@ class WatchedCall(Generic[P]):
     timeout: float
     payload: P
     abandoned: bool = field(default=False)
+    #: set once ``on_expired`` has returned for an abandoned call
+    handled: threading.Event = field(default_factory=threading.Event)
 
 
 class Watchdog(Generic[P]):
@@ -75,10 +79,14 @@ class Watchdog(Generic[P]):
         return call
 
     def end(self, call: WatchedCall[P]) -> bool:
-        """The call returned; False if it had already been given up (drop its results)."""
+        """The call returned; False if it had already been given up (drop its results),
+        once the giving up is over."""
         with self._cond:
             self._calls.discard(call)
-            return not call.abandoned
+            abandoned = call.abandoned
+        if abandoned:
+            call.handled.wait()
+        return not abandoned
 
     @property
     def watched(self) -> int:
@@ -116,3 +124,5 @@ class Watchdog(Generic[P]):
                     self._on_expired(call)
                 except Exception:  # one failed give-up must not end the watch over the rest
                     log.exception("giving up an overdue backend call failed")
+                finally:
+                    call.handled.set()

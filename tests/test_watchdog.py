@@ -139,3 +139,28 @@ def test_calls_due_later_than_the_nearest_do_not_wake_the_watch() -> None:
     for call in [first, *later]:
         assert watchdog.end(call)
     watchdog.stop()
+
+
+def test_the_worker_of_a_given_up_call_waits_until_the_giving_up_is_over() -> None:
+    """end() of an abandoned call returns only once on_expired has returned: its worker
+    takes no other work while it is being given up (on_expired retires it), so the
+    replacement can never hit the next, innocent call instead."""
+    giving_up = threading.Event()
+    finish = threading.Event()
+
+    def on_expired(call: WatchedCall[str]) -> None:
+        giving_up.set()
+        assert finish.wait(WAIT_S)
+
+    watchdog: Watchdog[str] = Watchdog(on_expired)
+    call = watchdog.begin(0.01, "work")
+    assert giving_up.wait(WAIT_S)  # the call returns while it is being given up
+    ended: list[bool] = []
+    worker = threading.Thread(target=lambda: ended.append(watchdog.end(call)))
+    worker.start()
+    worker.join(0.3)
+    assert worker.is_alive() and ended == []  # still waiting for on_expired
+    finish.set()
+    worker.join(WAIT_S)
+    assert ended == [False]
+    watchdog.stop()
