@@ -51,6 +51,7 @@ __all__ = [
     "Followup",
     "Lane",
     "LaneTable",
+    "NotRun",
     "StageStatistics",
     "TaskSlots",
     "Work",
@@ -422,6 +423,9 @@ class LaneTable:
         for (lane, item), outcome in zip(batch.entries, outcomes, strict=True):
             if lane.gone or lane.error is not None:
                 continue
+            if isinstance(outcome, NotRun):
+                self._retry_encode_alone(lane, item)
+                continue
             if isinstance(outcome, BaseException):
                 lane.error = slice_error("encoding", item, outcome)
                 failed.append(lane)
@@ -477,6 +481,12 @@ class LaneTable:
             lane.error = slice_error("decoding", works[0].slice, cause)
         lane.busy = False
         return Followup([lane])
+
+    def run_not_run(self, lane: Lane, works: list[Work]) -> Followup:
+        """A lane's run was not tried (:class:`NotRun`): it runs again alone, elsewhere."""
+        lane.busy = False
+        self._retry_decode_alone(lane, works)
+        return self._followup([])
 
     def run_decoded(self, lane: Lane, works: list[Work], result: ModelResult) -> None:
         """A lane's run succeeded: advance the lane (still held until emitted)."""
@@ -646,6 +656,12 @@ class LaneTable:
             lane.ready[work.slice.seq] = work
         lane.solo = True
         self._mark_if_ready(lane)
+
+
+class NotRun(Exception):
+    """The outcome of a batch item the backend was never asked about: the worker's backend
+    was given up (it could not be reset) after another item failed. The item runs again,
+    alone, on another worker; it fails nothing."""
 
 
 def slice_error(stage: str, item: AudioSlice, cause: BaseException) -> StreamFailedError:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from prevad_rx._errors import BackendError
-from prevad_rx._lanes import DecodeBatch, EncodeBatch, Lane, Work
+from prevad_rx._lanes import DecodeBatch, EncodeBatch, Lane, NotRun, Work
 from prevad_rx._types import AudioSlice
 from prevad_rx.backends import Backend, DecodeRequest, ModelRequest, ModelResult
 
@@ -38,32 +38,38 @@ Run = tuple[Lane, list[Work]]
 def call_isolated(
     items: Sequence[T],
     call: Callable[[Sequence[T]], Sequence[R]],
-    recover: Callable[[], None],
+    recover: Callable[[], bool],
 ) -> list[R | BaseException]:
     """``call(items)``; if it raises, call each item alone so only the faulty ones fail.
 
     Any exception counts, ``SystemExit`` and other ``BaseException`` included: it
     fails the items' streams, never the worker thread. ``recover()`` runs after
-    each failed call (the backend drops what the call left in its caches).
+    each failed call (the backend drops what the call left in its caches) and says
+    whether the backend may be called again; once it may not, the items not yet
+    tried come back as :class:`NotRun` (they run again elsewhere, failing nothing).
     """
     try:
         return list(call(items))
     except BaseException as exc:  # noqa: BLE001 - isolated below
-        recover()
+        usable = recover()
         if len(items) == 1:
             return [exc]
+        if not usable:
+            return [NotRun() for _ in items]
     outcomes: list[R | BaseException] = []
-    for item in items:
+    for index, item in enumerate(items):
         try:
             outcomes.extend(call([item]))
         except BaseException as exc:  # noqa: BLE001 - reported as the stream's failure
-            recover()
             outcomes.append(exc)
+            if not recover():
+                outcomes.extend(NotRun() for _ in items[index + 1 :])
+                break
     return outcomes
 
 
 def encode_batch(
-    backend: Backend, batch: EncodeBatch, name: str, recover: Callable[[], None]
+    backend: Backend, batch: EncodeBatch, name: str, recover: Callable[[], bool]
 ) -> list[NDArray[np.float32] | BaseException]:
     """Each slice's encoder features, or the exception that failed it."""
     return call_isolated(batch.slices, lambda items: _encode_call(backend, items, name), recover)
@@ -74,7 +80,7 @@ def decode_batch(
     batch: DecodeBatch,
     name: str,
     initial_state: NDArray[np.float32],
-    recover: Callable[[], None],
+    recover: Callable[[], bool],
 ) -> list[ModelResult | BaseException]:
     """Each run's probabilities and new state, or the exception that failed it."""
     return call_isolated(

@@ -58,6 +58,7 @@ from prevad_rx._lanes import (
     Followup,
     Lane,
     LaneTable,
+    NotRun,
     StageStatistics,
     Work,
 )
@@ -170,7 +171,12 @@ class ModelStage:
             return  # timed out: its streams have been dealt with and a new worker took over
         with self._lock:
             followup = self._table.encoded(batch, outcomes)
-        if followup.decode == 1 and not followup.encode and not followup.again:
+        if (
+            followup.decode == 1
+            and not followup.encode
+            and not followup.again
+            and not self._pool.replaced_here()
+        ):
             # The one decode task this asks for runs here, now: on a quiet stage (live
             # packets) the features need not wake another worker, whose thread would
             # only wait for this one's interpreter lock.
@@ -210,6 +216,9 @@ class ModelStage:
             self._proceed(followup)
             if not again:
                 return
+            if self._pool.replaced_here():  # its backend is given up: another worker goes on
+                self._schedule(self._run_decode, URGENT)
+                return
 
     def _deliver(self, batch: DecodeBatch, outcomes: list[ModelResult | BaseException]) -> None:
         """Emit each run's results (or its failure), lane by lane, in the batch's order.
@@ -219,7 +228,11 @@ class ModelStage:
         packet of each of many streams)."""
         done: list[tuple[Lane, list[Work], ModelResult]] = []
         for (lane, works), outcome in zip(batch.runs, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
+            if isinstance(outcome, NotRun):
+                with self._lock:
+                    followup = self._table.run_not_run(lane, works)
+                self._proceed(followup)
+            elif isinstance(outcome, BaseException):
                 with self._lock:
                     followup = self._table.run_failed(lane, works, outcome)
                 self._proceed(followup)
@@ -319,12 +332,13 @@ class ModelStage:
 
     # -------------------------------------------------------- backend faults
 
-    def _recovery(self, backend: Backend) -> Callable[[], None]:
+    def _recovery(self, backend: Backend) -> Callable[[], bool]:
         return lambda: self._recover(backend)
 
-    def _recover(self, backend: Backend) -> None:
+    def _recover(self, backend: Backend) -> bool:
         """After a failed call, let the worker's backend drop whatever the call left in its
-        caches; a backend that cannot be reset is replaced by a fresh one."""
+        caches; a backend that cannot be reset is replaced by a fresh one (False: this
+        worker calls it no more, and hands the rest of its task to another)."""
         try:
             backend.reset()
         except BaseException:
@@ -333,6 +347,8 @@ class ModelStage:
                 self._pool.backend_name,
             )
             self._pool.replace_worker(threading.get_ident())
+            return False
+        return True
 
     # ------------------------------------------------------------- deadlines
 

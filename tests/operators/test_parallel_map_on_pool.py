@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -13,11 +14,11 @@ import reactivex as rx
 from reactivex.subject import Subject
 
 import prevad_rx as pv
-from prevad_rx.backends import _registry
+from prevad_rx.backends import ModelRequest, ModelResult, _registry
 from prevad_rx.operators import parallel_map_on_pool, reorder_by_seq, window_slices
 from tests.conftest import GoldenFixture, assert_silero_probabilities
 from tests.operators.helpers import chunked, collect, interleave
-from tests.spy_backends import POISON, RAISE, CallLog, make_faulty, make_spy
+from tests.spy_backends import POISON, RAISE, CallLog, FaultyBackend, make_faulty, make_spy
 
 
 @pytest.fixture(autouse=True)
@@ -323,6 +324,72 @@ def test_slices_dropped_for_a_failed_stream_give_their_place_back() -> None:
         _registry._registered.pop("faulty", None)
     assert [o.stream_id for o in out if isinstance(o, pv.StreamFailure)] == ["bad"]
     assert {o.stream_id for o in out if isinstance(o, pv.FrameProbabilities)} == {"good"}
+
+
+class _CancelledOnAbandon(FaultyBackend):
+    """A faulty backend that cannot be reset and whose abandon() cancels its calls (as the
+    vllm-api backend's does); it records each call made after its reset failed."""
+
+    name = "cancelled-on-abandon"
+    calls_after_failed_reset: ClassVar[list[int]] = []
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(reset_fails=True, **options)
+        self.reset_failed = False
+        self.abandoned = False
+
+    def reset(self) -> None:
+        self.reset_failed = True
+        super().reset()
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+    def process(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        if self.reset_failed:
+            self.calls_after_failed_reset.append(len(requests))
+        if self.abandoned:
+            raise RuntimeError("request cancelled: the worker was replaced")
+        return super().process(requests)
+
+
+def test_a_backend_that_cannot_be_reset_is_not_called_again_and_fails_only_the_culprit(
+    speech16k: GoldenFixture,
+) -> None:
+    """Four streams in one call, one of them faulty, on a backend that cannot be reset:
+    the worker is replaced and its backend is not called again; the others' slices run on
+    the new worker (not failed by the given-up backend's cancelled calls), exactly."""
+    pv.register_backend("cancelled-on-abandon", _CancelledOnAbandon, replace=True)
+    _CancelledOnAbandon.calls_after_failed_reset.clear()
+    audio = speech16k.audio[: 512 * 8]
+    try:
+        with pv.WorkerPool("cancelled-on-abandon", 1) as faulty:
+            gate = threading.Event()
+            faulty.submit(lambda backend: gate.wait(30))  # the four streams batch together
+            chunks = []
+            for index in range(4):
+                samples = audio.copy()
+                if index == 0:
+                    samples[10] = RAISE
+                chunks.append(pv.AudioChunk(f"s{index}", samples, 16000, True))
+            out: list[object] = []
+            done = threading.Event()
+            rx.from_iterable(chunks).pipe(window_slices(), parallel_map_on_pool(faulty)).subscribe(
+                out.append, on_completed=done.set
+            )
+            gate.set()
+            assert done.wait(30)
+            replaced = faulty.statistics().workers_replaced
+    finally:
+        _registry._registered.pop("cancelled-on-abandon", None)
+    assert [o.stream_id for o in out if isinstance(o, pv.StreamFailure)] == ["s0"]
+    probabilities = probabilities_by_stream(
+        [o for o in out if isinstance(o, pv.FrameProbabilities)]
+    )
+    assert sorted(probabilities) == ["s1", "s2", "s3"]
+    for sid in ("s2", "s3"):
+        np.testing.assert_array_equal(probabilities[sid], probabilities["s1"])
+    assert replaced >= 1 and _CancelledOnAbandon.calls_after_failed_reset == []
 
 
 def test_bad_arguments(pool: pv.WorkerPool) -> None:
