@@ -15,10 +15,10 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from prevad_rx._errors import (
     BackendError,
@@ -27,7 +27,18 @@ from prevad_rx._errors import (
     PrevadError,
     UnknownBackendError,
 )
-from prevad_rx.backends import Backend, available_backends, create_backend
+from prevad_rx.backends import (
+    Backend,
+    DecodeRequest,
+    ModelRequest,
+    ModelResult,
+    available_backends,
+    create_backend,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = ["NORMAL", "URGENT", "PoolStatistics", "Task", "WorkerPool"]
 
@@ -36,6 +47,13 @@ log = logging.getLogger("prevad_rx.pool")
 #: Task priorities: URGENT tasks run before any NORMAL task.
 URGENT: Final = 0
 NORMAL: Final = 1
+#: A replacement worker whose backend cannot start tries again after this many seconds,
+#: doubling up to the maximum.
+REPLACEMENT_RETRY_S: Final = 0.5
+MAX_REPLACEMENT_RETRY_S: Final = 30.0
+#: Failed starts in a row of a replacement after which, while no worker serves, queued
+#: work fails (BackendError) instead of waiting for one.
+FAILED_STARTS_BEFORE_FAILING_WORK: Final = 3
 
 Task = Callable[[Backend], None]
 
@@ -294,16 +312,8 @@ class WorkerPool:
                 self._retired.discard(me)
 
     def _run_worker(self, index: int) -> None:
-        try:
-            backend = create_backend(self.backend_name, **self._backend_options)
-            backend.initialize()
-        except BaseException as exc:
-            with self._cond:
-                if self._start_error is None and self._ready < self.num_workers:
-                    self._start_error = exc
-                self._cond.notify_all()
-            if self._ready >= self.num_workers:  # a replacement that could not start
-                log.error("replacement worker %d failed to start", index, exc_info=exc)
+        backend = self._start_backend(index)
+        if backend is None:
             return
         with self._cond:
             self._backends.append(backend)
@@ -321,6 +331,60 @@ class WorkerPool:
                 backend.close()
             except BaseException:
                 log.exception("closing backend of worker %d failed", index)
+
+    def _start_backend(self, index: int) -> Backend | None:
+        """This worker's started backend; None if it cannot start at the pool's start
+        (``start()`` raises) or the pool closes meanwhile. A replacement that cannot
+        start tries again, every 0.5 s to 30 s, logging each failure: the pool would
+        otherwise shrink for good (to no worker at all). Work waits for it through a
+        passing fault; from the third failure in a row on, while no worker serves, what
+        waits fails instead (see :meth:`_fail_queued_if_unserved`)."""
+        delay = REPLACEMENT_RETRY_S
+        failures = 0
+        while True:
+            try:
+                backend = create_backend(self.backend_name, **self._backend_options)
+                backend.initialize()
+                return backend
+            except BaseException as exc:
+                with self._cond:
+                    starting = self._ready < self.num_workers
+                    if starting and self._start_error is None:
+                        self._start_error = exc
+                    self._cond.notify_all()
+                if starting:
+                    return None
+                log.error(
+                    "replacement worker %d failed to start; trying again in %.1f s",
+                    index,
+                    delay,
+                    exc_info=exc,
+                )
+                failures += 1
+                if failures >= FAILED_STARTS_BEFORE_FAILING_WORK:
+                    self._fail_queued_if_unserved(exc)
+            with self._cond:
+                if self._cond.wait_for(lambda: self._closed, timeout=delay):
+                    return None
+            delay = min(2 * delay, MAX_REPLACEMENT_RETRY_S)
+
+    def _fail_queued_if_unserved(self, cause: BaseException) -> None:
+        """With no worker serving, run the queued tasks on a stand-in whose every call
+        raises :class:`BackendError` naming ``cause``: their streams fail with it instead
+        of waiting for a worker that may never start."""
+        stand_in = _Unavailable(self.backend_name, cause)
+        while True:
+            with self._cond:
+                if self._closed or any(i not in self._retired for i in self._backend_of):
+                    return  # a worker serves (or nothing will): the queue is its
+                urgent, normal = self._queues
+                if not urgent and not normal:
+                    return
+                task = urgent.popleft() if urgent else normal.popleft()
+            try:
+                task(stand_in)
+            except BaseException:
+                log.exception("a task failed on the stand-in for an unavailable backend")
 
     def _serve(self, backend: Backend) -> None:
         urgent, normal = self._queues
@@ -348,3 +412,30 @@ class WorkerPool:
                 self._busy -= 1
                 self._completed += 1
                 self._errors += failed
+
+
+class _Unavailable(Backend):
+    """Stands in for a backend no worker could start: every model call raises."""
+
+    name = "unavailable"
+
+    def __init__(self, backend: str, cause: BaseException) -> None:
+        self._why = (
+            f"backend {backend!r} is unavailable: no worker could start it "
+            f"({type(cause).__name__}: {cause})"
+        )
+
+    def _refuse(self) -> NoReturn:
+        raise BackendError(self._why)
+
+    def process(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        self._refuse()
+
+    def can_encode(self, sample_rate: int) -> bool:
+        return True
+
+    def encode(self, windows: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        self._refuse()
+
+    def decode(self, requests: Sequence[DecodeRequest]) -> list[ModelResult]:
+        self._refuse()

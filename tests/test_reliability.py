@@ -10,6 +10,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from tests.spy_backends import (
     STATE_DTYPE,
     STATE_SHAPE,
     WRONG_SHAPE,
+    FaultyBackend,
     make_faulty,
     make_slow,
 )
@@ -195,6 +197,51 @@ async def test_workers_replaced_again_and_again_keep_the_pool_serving(
         result = await asyncio.wait_for(feed(engine.open_stream("good"), speech16k.audio), 20)
         assert engine.statistics().pool.workers_replaced == 6
     assert segments_as_lists(result.segments) == speech16k.default_segments
+
+
+class _StartsOnly(FaultyBackend):
+    """A faulty backend that cannot be reset, whose instances after the first fail to
+    initialise up to instance ``works_again`` (class-wide count; None: never again)."""
+
+    name = "starts-only"
+    works_again: int | None = None
+    started = 0
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(reset_fails=True, **options)
+
+    def initialize(self) -> None:
+        cls = type(self)
+        cls.started += 1
+        if cls.started > 1 and (cls.works_again is None or cls.started < cls.works_again):
+            raise RuntimeError("the model cannot be loaded now")
+        super().initialize()
+
+
+@pytest.mark.parametrize("works_again", [None, 3])
+async def test_a_replacement_that_cannot_start_tries_again_or_fails_what_waits(
+    speech16k: GoldenFixture, works_again: int | None
+) -> None:
+    """The only worker is replaced and its replacement cannot start. Through a passing
+    fault (the second try starts) the work waits and the pool serves on; if the backend
+    never starts again, the work waiting for a worker fails with a clear BackendError
+    (from the third failed try on) instead of waiting for ever."""
+    _StartsOnly.works_again, _StartsOnly.started = works_again, 0
+    pv.register_backend("starts-only", _StartsOnly, replace=True)
+    try:
+        async with pv.VADEngine("starts-only", 1) as engine:
+            with pytest.raises(pv.StreamFailedError):
+                await feed(engine.open_stream("bad"), marked(speech16k.audio, RAISE))
+            waiting = feed(engine.open_stream("good"), speech16k.audio)
+            if works_again is None:
+                with pytest.raises(pv.StreamFailedError, match="unavailable: no worker could"):
+                    await asyncio.wait_for(waiting, 20)
+            else:
+                result = await asyncio.wait_for(waiting, 20)
+                assert segments_as_lists(result.segments) == speech16k.default_segments
+                assert _StartsOnly.started == 3  # the initial one, a failed try, a good one
+    finally:
+        _registry._registered.pop("starts-only", None)
 
 
 async def test_a_hung_call_times_out_and_its_worker_is_replaced(
