@@ -378,8 +378,11 @@ class ModelStage:
         self._proceed(followup)
 
     def _stop_watchdog(self) -> None:
+        """Stop the watchdog once the calls it watches are over (not waiting for them: a
+        hung call is still given up, and terminate() may run while an emission holds
+        the lock the watchdog's give-up needs)."""
         if self._watchdog is not None:
-            self._watchdog.stop()
+            self._watchdog.stop_when_idle()
 
 
 def check_timeouts(timeout_factor: object, min_timeout: object) -> None:

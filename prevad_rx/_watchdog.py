@@ -48,7 +48,8 @@ class Watchdog(Generic[P]):
     """Gives up calls that overrun their deadline: ``on_expired(call)`` for each.
 
     ``stop()`` ends the thread (joining it, unless called from ``on_expired``
-    itself); calls registered afterwards are never given up.
+    itself); calls registered afterwards are never given up. ``stop_when_idle()``
+    lets the calls still running be given up at their deadlines first.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class Watchdog(Generic[P]):
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._stop_when_idle = False
         self._wakes_at = float("inf")  # the deadline the thread sleeps until (inf: none)
 
     def begin(self, timeout: float, payload: P) -> WatchedCall[P]:
@@ -84,6 +86,8 @@ class Watchdog(Generic[P]):
         with self._cond:
             self._calls.discard(call)
             abandoned = call.abandoned
+            if self._stop_when_idle and not self._calls:
+                self._cond.notify()  # the last call is over: the thread may end
         if abandoned:
             call.handled.wait()
         return not abandoned
@@ -103,10 +107,24 @@ class Watchdog(Generic[P]):
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def stop_when_idle(self) -> None:
+        """Stop once no call is watched, without waiting (the thread ends on its own): a
+        call still running is given up at its deadline as before, so a hung one still
+        costs its worker (a shared pool gets a new one), not the pool."""
+        with self._cond:
+            if self._calls:
+                self._stop_when_idle = True
+            else:
+                self._stopped = True  # its thread ends on its own (perhaps mid give-up)
+            self._cond.notify_all()
+
     def _watch(self) -> None:
         while True:
             with self._cond:
                 while not self._stopped:
+                    if self._stop_when_idle and not self._calls:
+                        self._stopped = True
+                        return
                     now = time.monotonic()
                     expired = [c for c in self._calls if c.deadline <= now]
                     if expired:

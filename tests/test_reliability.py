@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,8 @@ from tests.spy_backends import (
 )
 
 pytestmark = pytest.mark.anyio
+
+WORKER = re.compile(r"prevad-rx-\d+")  # a pool's worker thread (not its watchdog)
 
 
 @pytest.fixture(autouse=True)
@@ -191,7 +194,7 @@ async def test_workers_replaced_again_and_again_keep_the_pool_serving(
                     feed(engine.open_stream(f"bad-{k}"), marked(speech16k.audio, RAISE)), 20
                 )
             for _ in range(100):  # the replaced thread ends, and its id is free again
-                if len([t for t in threading.enumerate() if t.name.startswith("prevad-rx-")]) <= 1:
+                if len([t for t in threading.enumerate() if WORKER.fullmatch(t.name)]) <= 1:
                     break
                 await asyncio.sleep(0.02)
         result = await asyncio.wait_for(feed(engine.open_stream("good"), speech16k.audio), 20)

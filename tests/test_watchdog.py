@@ -164,3 +164,32 @@ def test_the_worker_of_a_given_up_call_waits_until_the_giving_up_is_over() -> No
     worker.join(WAIT_S)
     assert ended == [False]
     watchdog.stop()
+
+
+def test_stop_when_idle_still_gives_up_a_call_running_and_never_waits() -> None:
+    """A stage that stops while one of its calls hangs (its subscriber went away): the call
+    is still given up at its deadline (a shared pool gets a new worker), then the thread
+    ends. stop_when_idle() returns at once, also while a give-up is under way: it may be
+    called with a lock held that the give-up is waiting for."""
+    expired: list[str] = []
+    unblock = threading.Event()
+    name = f"watchdog-{uuid.uuid4().hex}"
+
+    def on_expired(call: WatchedCall[str]) -> None:
+        expired.append(call.payload)
+        assert unblock.wait(WAIT_S)  # as if waiting for a lock the stopping thread holds
+
+    watchdog: Watchdog[str] = Watchdog(on_expired, name=name)
+    running = watchdog.begin(0.2, "hung")
+    watchdog.stop_when_idle()  # returns at once; the call is still watched
+    deadline = time.monotonic() + WAIT_S
+    while not expired and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert expired == ["hung"]
+    watchdog.stop_when_idle()  # again, while the give-up waits: still returns at once
+    unblock.set()
+    assert not watchdog.end(running)
+    (thread,) = _threads_named(name) or [None]
+    if thread is not None:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()

@@ -15,10 +15,11 @@ from reactivex.subject import Subject
 
 import prevad_rx as pv
 from prevad_rx.backends import ModelRequest, ModelResult, _registry
+from prevad_rx.backends._onnx import OnnxBackend
 from prevad_rx.operators import parallel_map_on_pool, reorder_by_seq, window_slices
 from tests.conftest import GoldenFixture, assert_silero_probabilities
 from tests.operators.helpers import chunked, collect, interleave
-from tests.spy_backends import POISON, RAISE, CallLog, FaultyBackend, make_faulty, make_spy
+from tests.spy_backends import HANG, POISON, RAISE, CallLog, FaultyBackend, make_faulty, make_spy
 
 
 @pytest.fixture(autouse=True)
@@ -390,6 +391,65 @@ def test_a_backend_that_cannot_be_reset_is_not_called_again_and_fails_only_the_c
     for sid in ("s2", "s3"):
         np.testing.assert_array_equal(probabilities[sid], probabilities["s1"])
     assert replaced >= 1 and _CancelledOnAbandon.calls_after_failed_reset == []
+
+
+class _HangingEncoder(OnnxBackend):
+    """The ONNX backend whose encoder hangs on frames holding ``HANG`` until released."""
+
+    name = "hanging-encoder"
+    release = threading.Event()
+
+    def encode(self, windows: np.ndarray, sample_rate: int) -> np.ndarray:
+        if np.any(windows == HANG):
+            self.release.wait(30)
+        return super().encode(windows, sample_rate)
+
+
+def test_a_stage_stopped_while_its_call_hangs_still_gives_the_call_up() -> None:
+    """On a shared pool: the subscriber goes away while its call hangs; the call is still
+    given up at its deadline, so the pool gets a new worker and serves the next user; and
+    a subscriber disposing from inside on_next, while a give-up waits to emit, does not
+    deadlock the stage."""
+    pv.register_backend("hanging-encoder", _HangingEncoder, replace=True)
+    _HangingEncoder.release.clear()
+    hung = np.zeros(512, np.float32)
+    hung[5] = HANG
+    try:
+        with pv.WorkerPool("hanging-encoder", 2) as shared:
+            first: Subject[pv.AudioChunk] = Subject()
+            holder: dict[str, Any] = {}
+            disposed = threading.Event()
+
+            def on_next(item: object) -> None:
+                if getattr(item, "stream_id", "") == "slow-reader" and not disposed.is_set():
+                    time.sleep(0.6)  # the hung call's deadline passes meanwhile
+                    holder["subscription"].dispose()  # then it stops listening
+                    disposed.set()
+
+            holder["subscription"] = first.pipe(
+                window_slices(),
+                parallel_map_on_pool(shared, slice_timeout_factor=0.01, min_slice_timeout=0.3),
+            ).subscribe(on_next)
+            first.on_next(pv.AudioChunk("slow-reader", np.zeros(256, np.float32), 8000))
+            time.sleep(0.05)
+            first.on_next(pv.AudioChunk("hung", hung))
+            assert disposed.wait(10)  # no deadlock between dispose and the give-up
+            for _ in range(200):
+                if shared.statistics().workers_replaced:
+                    break
+                time.sleep(0.02)
+            assert shared.statistics().workers_replaced == 1
+            second = collect(
+                [pv.AudioChunk("next", np.zeros(1024, np.float32), 16000, True)],
+                window_slices(),
+                parallel_map_on_pool(shared),
+                timeout=10,
+            )
+            assert [type(o).__name__ for o in second] == ["FrameProbabilities"]
+            _HangingEncoder.release.set()  # the given-up call returns; its thread ends
+    finally:
+        _HangingEncoder.release.set()
+        _registry._registered.pop("hanging-encoder", None)
 
 
 def test_bad_arguments(pool: pv.WorkerPool) -> None:
