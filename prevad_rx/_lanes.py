@@ -283,6 +283,9 @@ class LaneTable:
         self._max_batch_frames = max_batch_frames
         self._on_release = on_release
         self._lanes: dict[str, Lane] = {}  # the newest generation of each stream id
+        #: retired lanes whose last results or failure are still being emitted: a new
+        #: generation of the id waits for them
+        self._emitting: dict[str, Lane] = {}
         self._failed = FailedStreams()  # their remaining slices are dropped up to the last
         self._encode_queue: deque[tuple[Lane, AudioSlice, bool]] = deque()  # (.., solo)
         self._encode_queued_frames = 0
@@ -312,7 +315,8 @@ class LaneTable:
             return NO_TASKS
         lane = self._lanes.get(sid)
         if lane is None or lane.saw_last:
-            lane = self._new_lane(sid, item.sample_rate, predecessor=lane)
+            predecessor = lane if lane is not None else self._emitting.get(sid)
+            lane = self._new_lane(sid, item.sample_rate, predecessor=predecessor)
         lane.queued += 1
         lane.saw_last = item.is_last
         self._in_flight += 1
@@ -495,6 +499,7 @@ class LaneTable:
         lane.next_seq += len(works)
         if works[-1].slice.is_last:
             self._retire(lane)
+            self._emitting[lane.stream_id] = lane  # until runs_emitted
 
     def runs_emitted(self, runs: list[tuple[Lane, list[Work], int]]) -> Followup:
         """The runs of a decode batch (lane, works, frames) were emitted: let each lane
@@ -507,6 +512,7 @@ class LaneTable:
             self._frames += frames
             failed_successor = None
             if works[-1].slice.is_last:
+                self._stop_emitting(lane)
                 failed_successor = self._release_successor(lane)
             else:
                 self._mark_if_ready(lane)
@@ -542,6 +548,7 @@ class LaneTable:
         lane.busy = True
         error = lane.error
         self._retire(lane)
+        self._emitting[lane.stream_id] = lane  # until end_flush
         if not lane.saw_last:
             self._failed.add(lane.stream_id)
         self._encode_queue = deque(e for e in self._encode_queue if e[0] is not lane)
@@ -555,6 +562,7 @@ class LaneTable:
         may go on."""
         done = self._release(lane.queued, lane)
         lane.busy = False
+        self._stop_emitting(lane)
         failed_successor = self._release_successor(lane)
         return self._followup([] if failed_successor is None else [failed_successor], done=done)
 
@@ -600,8 +608,8 @@ class LaneTable:
             self._encodable.get(sample_rate, False),
             self._initial_state.copy(),
         )
-        if predecessor is not None and not predecessor.gone:
-            lane.waiting_for = predecessor
+        if predecessor is not None and (not predecessor.gone or predecessor.busy):
+            lane.waiting_for = predecessor  # still working, or emitting its last
             predecessor.successor = lane
         self._lanes[sid] = lane
         return lane
@@ -617,6 +625,10 @@ class LaneTable:
         lane.gone = True
         if self._lanes.get(lane.stream_id) is lane:
             del self._lanes[lane.stream_id]
+
+    def _stop_emitting(self, lane: Lane) -> None:
+        if self._emitting.get(lane.stream_id) is lane:
+            del self._emitting[lane.stream_id]
 
     def _release_successor(self, lane: Lane) -> Lane | None:
         """Let the next generation of the stream id decode and emit; returns the

@@ -215,6 +215,28 @@ def test_a_reused_stream_id_waits_for_the_previous_generation() -> None:
     assert released == [1, 1] and table.statistics().streams == 0
 
 
+def test_a_reused_stream_id_waits_while_the_previous_generation_emits_its_last() -> None:
+    """The id comes back between the decoding of the old generation's last run and its
+    emission: the new lane still waits for the old one's results to be out."""
+    table, _ = make_table(workers=2)
+    table.submit(piece("a", 0, last=True))
+    encode_all(table)
+    batch = table.next_decode_batch()
+    assert batch is not None
+    ((old, works),) = batch.runs
+    table.decoded(batch)
+    table.run_decoded(old, works, result_for(2, 3.0))  # decoded, not yet emitted
+    table.submit(piece("a", 0, last=True))  # the id, reopened now
+    encode_all(table)
+    assert table.next_decode_batch() is None  # the new lane waits for the emission
+    followup = table.runs_emitted([(old, works, 2)])
+    assert followup.decode == 1 or table.decode_task_step().again
+    batch = table.next_decode_batch()
+    assert batch is not None
+    ((new, _),) = batch.runs
+    assert new is not old and new.stream_id == "a"
+
+
 def test_a_failed_stream_is_flushed_and_its_slices_dropped_up_to_its_last() -> None:
     table, released = make_table(workers=1)
     table.submit(piece("a", 0))
