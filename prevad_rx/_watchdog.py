@@ -65,6 +65,7 @@ class Watchdog(Generic[P]):
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._stop_when_idle = False
+        self._expiring = False  # on_expired is running on the thread
         self._wakes_at = float("inf")  # the deadline the thread sleeps until (inf: none)
 
     def begin(self, timeout: float, payload: P) -> WatchedCall[P]:
@@ -108,15 +109,16 @@ class Watchdog(Generic[P]):
             thread.join()
 
     def stop_when_idle(self) -> None:
-        """Stop once no call is watched, without waiting (the thread ends on its own): a
-        call still running is given up at its deadline as before, so a hung one still
-        costs its worker (a shared pool gets a new one), not the pool."""
+        """Stop once no call is watched: a call still running is given up at its deadline
+        as before, so a hung one still costs its worker (a shared pool gets a new one),
+        not the pool. Never waits for a give-up under way (the caller may hold a lock it
+        needs): then, or while calls run, the thread ends on its own."""
         with self._cond:
-            if self._calls:
+            if self._calls or self._expiring:  # the thread ends on its own, later
                 self._stop_when_idle = True
-            else:
-                self._stopped = True  # its thread ends on its own (perhaps mid give-up)
-            self._cond.notify_all()
+                self._cond.notify_all()
+                return
+        self.stop()  # idle: it ends at once
 
     def _watch(self) -> None:
         while True:
@@ -131,6 +133,7 @@ class Watchdog(Generic[P]):
                         for call in expired:
                             call.abandoned = True
                             self._calls.discard(call)
+                        self._expiring = True
                         break
                     nearest = min((c.deadline for c in self._calls), default=float("inf"))
                     self._wakes_at = nearest
@@ -144,3 +147,5 @@ class Watchdog(Generic[P]):
                     log.exception("giving up an overdue backend call failed")
                 finally:
                     call.handled.set()
+            with self._cond:
+                self._expiring = False

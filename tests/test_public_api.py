@@ -95,6 +95,9 @@ def test_every_public_name_of_a_private_module_is_exported() -> None:
         "AudioFileInfo",
         "UserError",
         "check_output_dir",
+        # the drop-oldest queue of both stream kinds; the model stage's "not run" outcome
+        "DropOldestQueue",
+        "NotRun",
         "check_output_file",
         "check_readable",
         "read_blocks",
