@@ -328,18 +328,24 @@ async def test_error_policy_refuses_without_taking_anything(speech16k: GoldenFix
     assert result.probabilities.size == math.ceil(taken / 512)
 
 
-async def test_drop_oldest_never_waits_and_counts_what_it_drops(
-    speech16k: GoldenFixture,
-) -> None:
-    gate = threading.Event()
-    async with pv.VADEngine(
+def held_drop_oldest_engine(gate: threading.Event) -> pv.VADEngine:
+    """A "drop_oldest" engine whose only worker waits for ``gate``: room for two slices
+    in flight and five queued chunks."""
+    return pv.VADEngine(
         "slow",
         1,
         backend_options={"gate": gate},
         max_pending_slices=2,
         max_queued_chunks=5,
         backpressure="drop_oldest",
-    ) as engine:
+    )
+
+
+async def test_drop_oldest_never_waits_and_counts_what_it_drops(
+    speech16k: GoldenFixture,
+) -> None:
+    gate = threading.Event()
+    async with held_drop_oldest_engine(gate) as engine:
         stream = engine.open_stream(keep_probabilities=True)
         pushed = 0
         for start in range(0, 512 * 100, 512):  # the only worker is held: nothing runs
@@ -363,14 +369,7 @@ async def test_drop_oldest_never_waits_behind_a_flush_and_the_flush_ends(
     once; the flush then ends once the chunks queued before it are processed."""
     gate = threading.Event()
     audio = speech16k.audio
-    async with pv.VADEngine(
-        "slow",
-        1,
-        backend_options={"gate": gate},
-        max_pending_slices=2,
-        max_queued_chunks=5,
-        backpressure="drop_oldest",
-    ) as engine:
+    async with held_drop_oldest_engine(gate) as engine:
         stream = engine.open_stream()
         for start in range(0, 512 * 10, 512):
             await stream.push(audio[start : start + 512])
