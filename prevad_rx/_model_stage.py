@@ -161,11 +161,9 @@ class ModelStage:
             batch = self._table.next_encode_batch()
         if batch is None:
             return
+        recovery = _Recovery(backend, self._pool)
         outcomes = self._watched(
-            batch,
-            partial(
-                calls.encode_batch, backend, batch, self._pool.backend_name, self._recovery(backend)
-            ),
+            batch, partial(calls.encode_batch, backend, batch, self._pool.backend_name, recovery)
         )
         if outcomes is None:
             return  # timed out: its streams have been dealt with and a new worker took over
@@ -175,7 +173,7 @@ class ModelStage:
             followup.decode == 1
             and not followup.encode
             and not followup.again
-            and not self._pool.replaced_here()
+            and not recovery.gave_up
         ):
             # The one decode task this asks for runs here, now: on a quiet stage (live
             # packets) the features need not wake another worker, whose thread would
@@ -189,6 +187,7 @@ class ModelStage:
     def _run_decode(self, backend: Backend) -> None:
         """Decode batches while lanes are ready, on this worker (decoding is the most
         urgent work, and another worker would first have to take the lock over)."""
+        recovery = _Recovery(backend, self._pool)
         while True:
             with self._lock:
                 batch = self._table.next_decode_batch()
@@ -202,7 +201,7 @@ class ModelStage:
                     batch,
                     self._pool.backend_name,
                     self._initial_state,
-                    self._recovery(backend),
+                    recovery,
                 ),
             )
             if decoded is None:
@@ -216,7 +215,7 @@ class ModelStage:
             self._proceed(followup)
             if not again:
                 return
-            if self._pool.replaced_here():  # its backend is given up: another worker goes on
+            if recovery.gave_up:  # its backend is given up: another worker goes on
                 self._schedule(self._run_decode, URGENT)
                 return
 
@@ -332,24 +331,6 @@ class ModelStage:
 
     # -------------------------------------------------------- backend faults
 
-    def _recovery(self, backend: Backend) -> Callable[[], bool]:
-        return lambda: self._recover(backend)
-
-    def _recover(self, backend: Backend) -> bool:
-        """After a failed call, let the worker's backend drop whatever the call left in its
-        caches; a backend that cannot be reset is replaced by a fresh one (False: this
-        worker calls it no more, and hands the rest of its task to another)."""
-        try:
-            backend.reset()
-        except BaseException:
-            log.exception(
-                "backend %r could not be reset after a failed call; replacing its worker",
-                self._pool.backend_name,
-            )
-            self._pool.replace_worker(threading.get_ident())
-            return False
-        return True
-
     # ------------------------------------------------------------- deadlines
 
     def _watched(self, batch: Batch, call: Callable[[], Outcomes]) -> Outcomes | None:
@@ -383,6 +364,32 @@ class ModelStage:
         the lock the watchdog's give-up needs)."""
         if self._watchdog is not None:
             self._watchdog.stop_when_idle()
+
+
+class _Recovery:
+    """One task's recovery after a failed call: the worker's backend drops whatever the
+    call left in its caches (``reset()``); a backend that cannot be reset is replaced by
+    a fresh one, and the call returns False: this worker calls it no more
+    (``gave_up``), and hands the rest of its task to another."""
+
+    __slots__ = ("_backend", "_pool", "gave_up")
+
+    def __init__(self, backend: Backend, pool: WorkerPool) -> None:
+        self._backend = backend
+        self._pool = pool
+        self.gave_up = False
+
+    def __call__(self) -> bool:
+        try:
+            self._backend.reset()
+        except BaseException:
+            log.exception(
+                "backend %r could not be reset after a failed call; replacing its worker",
+                self._pool.backend_name,
+            )
+            self._pool.replace_worker(threading.get_ident())
+            self.gave_up = True
+        return not self.gave_up
 
 
 def check_timeouts(timeout_factor: object, min_timeout: object) -> None:

@@ -265,11 +265,6 @@ class WorkerPool:
         self._threads.append(thread)
         return thread
 
-    def replaced_here(self) -> bool:
-        """Whether the calling worker thread has been replaced (its backend given up)."""
-        with self._cond:
-            return threading.get_ident() in self._retired
-
     def on_worker_thread(self) -> bool:
         """Whether the calling thread is one of this pool's workers."""
         return threading.get_ident() in self._thread_ids

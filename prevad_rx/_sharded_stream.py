@@ -303,7 +303,7 @@ class ShardedStream(StreamBase):
     def statistics(self) -> StreamStatistics:
         """Counters of this stream now (frame counts as last reported by its shard;
         ``queued_chunks``: chunks sent to the shard and not yet taken by its engine, and
-        pieces a ``"drop_oldest"`` stream holds back; ``dropped_samples``: dropped here
+        chunks a ``"drop_oldest"`` stream holds back; ``dropped_samples``: dropped here
         and in the shard)."""
         return StreamStatistics(
             stream_id=self.stream_id,
