@@ -109,7 +109,7 @@ class ShardedStream(StreamBase):
         self.config = config
         self.keep_audio = keep_audio
         self.backpressure = backpressure
-        self._host = host
+        self._host: ShardedStreamHost = host
         self._shard = shard
         self._slot = slot
         self._max_pending = host.max_pending_chunks
@@ -292,13 +292,7 @@ class ShardedStream(StreamBase):
             raise StreamClosedError(f"stream {self.stream_id!r} is closed", self.stream_id)
 
     def _has_room(self, *, readers: bool = True) -> bool:
-        return self._in_flight < self._max_pending and (
-            not readers
-            or (
-                self._fanout.backlog < self._max_buffered
-                and self._host.events_backlog() < self._max_buffered
-            )
-        )
+        return self._in_flight < self._max_pending and (not readers or self._readers_keep_up())
 
     def statistics(self) -> StreamStatistics:
         """Counters of this stream now (frame counts as last reported by its shard;

@@ -13,7 +13,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from reactivex import Observable, abc
@@ -126,16 +126,33 @@ class StreamStatistics:
     handler_errors: int
 
 
+class _EngineEvents(Protocol):
+    """What a stream's host tells of the engine's own event readers."""
+
+    @property
+    def events_backlog(self) -> Callable[[], int]: ...
+
+
 class StreamBase:
     """What every stream class shows of its state and its events (``VADStream`` and
-    ``ShardedStream``): set ``_state``, ``_error``, ``_segments``, ``_fanout`` and
-    ``_done`` (a future of the stream's loop)."""
+    ``ShardedStream``): set ``_state``, ``_error``, ``_segments``, ``_fanout``,
+    ``_done`` (a future of the stream's loop), ``_host`` and ``_max_buffered``."""
 
     _state: StreamState
     _error: StreamFailedError | None
     _segments: list[Segment]
     _fanout: EventFanout
     _done: asyncio.Future[None]
+    _host: _EngineEvents
+    _max_buffered: int
+
+    def _readers_keep_up(self) -> bool:
+        """No reader of this stream's events, nor of the engine's, has
+        ``max_buffered_events`` unread (else a push waits, queues or is refused)."""
+        return (
+            self._fanout.backlog < self._max_buffered
+            and self._host.events_backlog() < self._max_buffered
+        )
 
     @property
     def state(self) -> StreamState:
@@ -216,7 +233,7 @@ class VADStream(StreamBase):
         self.processing_rate = model_sample_rate(sample_rate)
         self.config = config
         self.keep_audio = keep_audio
-        self._host = host
+        self._host: StreamHost = host
         self._max_pending = max_pending_slices
         self._max_buffered = max_buffered_events
         self.backpressure: BackpressurePolicy = backpressure
@@ -417,13 +434,7 @@ class VADStream(StreamBase):
         iterator holding ``max_buffered_events`` unread events."""
         # audio waiting in the outbox counts as in flight: one slice per push
         in_flight = self._slices_submitted - self._slices_done + len(self._outbox)
-        return in_flight < self._max_pending and (
-            not readers
-            or (
-                self._fanout.backlog < self._max_buffered
-                and self._host.events_backlog() < self._max_buffered
-            )
-        )
+        return in_flight < self._max_pending and (not readers or self._readers_keep_up())
 
     # --------------------------- for a driver on the loop that need not await
 
